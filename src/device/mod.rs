@@ -1,0 +1,104 @@
+//! Device selection. CUDA is probed without panicking: cudarc panics when
+//! libcuda is missing, so the driver library's presence is checked first and
+//! every later failure becomes an [`Error`] naming what failed.
+
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+
+use crate::backend::{BackendRef, CpuBackend};
+use crate::error::{Error, Result};
+
+/// What the user asked for with `--device`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum DeviceChoice {
+    /// The GPU when one is usable, else the CPU.
+    #[default]
+    Auto,
+    Cpu,
+    Cuda,
+}
+
+impl std::str::FromStr for DeviceChoice {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        match s.to_ascii_lowercase().as_str() {
+            "auto" => Ok(DeviceChoice::Auto),
+            "cpu" => Ok(DeviceChoice::Cpu),
+            "cuda" | "gpu" => Ok(DeviceChoice::Cuda),
+            _ => Err(Error::msg(format!("unknown device '{s}' (expected auto, cpu or cuda)"))),
+        }
+    }
+}
+
+/// What the probe found about the first CUDA device.
+#[derive(Clone, Debug)]
+pub struct CudaInfo {
+    pub name: String,
+    pub compute_capability: (i32, i32),
+    pub total_mem: usize,
+    pub device_count: usize,
+}
+
+/// Checks that the CUDA driver library loads, initialises and sees a device.
+/// Never panics.
+pub fn probe_cuda() -> Result<CudaInfo> {
+    // SAFETY: only tries to dlopen the driver library.
+    let present = unsafe { cudarc::driver::sys::is_culib_present() };
+    if !present {
+        return Err(Error::cuda(
+            "probe",
+            "the NVIDIA driver library (libcuda.so) was not found: no NVIDIA driver is installed \
+             on this machine (GPU runs need a driver supporting CUDA 13.0 or newer)",
+        ));
+    }
+    cudarc::driver::result::init().map_err(|e| Error::cuda("cuInit", e))?;
+    let count = cudarc::driver::result::device::get_count().map_err(|e| Error::cuda("cuDeviceGetCount", e))?;
+    if count <= 0 {
+        return Err(Error::cuda("probe", "the NVIDIA driver is installed but reports no CUDA device"));
+    }
+    let ctx = cudarc::driver::CudaContext::new(0).map_err(|e| Error::cuda("cuCtxCreate(0)", e))?;
+    Ok(CudaInfo {
+        name: ctx.name().map_err(|e| Error::cuda("cuDeviceGetName", e))?,
+        compute_capability: ctx.compute_capability().map_err(|e| Error::cuda("compute capability", e))?,
+        total_mem: ctx.total_mem().map_err(|e| Error::cuda("cuDeviceTotalMem", e))?,
+        device_count: count as usize,
+    })
+}
+
+/// True when a CUDA device is usable (driver, device and the embedded kernels).
+pub fn cuda_available() -> bool {
+    crate::kernels::NVCC_VERSION.is_some() && probe_cuda().is_ok()
+}
+
+/// The backend for a `--device` choice. `Auto` takes the GPU when it works and
+/// says why not otherwise (through `note`).
+pub fn select_backend(choice: DeviceChoice, note: &mut dyn FnMut(&str)) -> Result<BackendRef> {
+    match choice {
+        DeviceChoice::Cpu => Ok(Arc::new(CpuBackend::new())),
+        DeviceChoice::Cuda => Ok(Arc::new(crate::backend::cuda::CudaBackend::new(0)?)),
+        DeviceChoice::Auto => match crate::backend::cuda::CudaBackend::new(0) {
+            Ok(b) => Ok(Arc::new(b)),
+            Err(e) => {
+                note(&format!("no usable GPU ({e}); running on the CPU"));
+                Ok(Arc::new(CpuBackend::new()))
+            }
+        },
+    }
+}
+
+/// For GPU tests: `Some(backend)` when CUDA works; `None` with a printed
+/// "skipped: no CUDA device" otherwise, or a panic when `LPAF_REQUIRE_GPU=1`.
+pub fn gpu_for_test(test: &str) -> Option<BackendRef> {
+    match crate::backend::cuda::CudaBackend::new(0) {
+        Ok(b) => Some(Arc::new(b)),
+        Err(e) => {
+            if std::env::var("LPAF_REQUIRE_GPU").map(|v| v == "1").unwrap_or(false) {
+                panic!("{test}: LPAF_REQUIRE_GPU=1 but no CUDA device is usable: {e}");
+            }
+            eprintln!("{test}: skipped: no CUDA device ({e})");
+            None
+        }
+    }
+}

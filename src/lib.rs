@@ -1,0 +1,27 @@
+//! lpaf: a CUDA-first engine for compressing BERT-family models by pruning and
+//! low-rank factorization (LPAF, LoSparse, movement / magnitude pruning, SVD).
+//!
+//! Layers, from the bottom:
+//! - [`device`]: finding a GPU without panicking; choosing the backend.
+//! - [`kernels`]: the embedded CUDA fatbins built from `kernels/*.cu`.
+//! - [`backend`]: tensors and every operation, on the CPU (the reference) and on CUDA.
+//! - [`model`]: BERT (config, weights, tokenizer, forward / backward) with a
+//!   swappable compressible-linear seam.
+//! - [`data`]: datasets (GLUE, CSV/TSV/JSONL, SQuAD, polarity) and batching.
+//! - [`train`]: optimizer, schedules, trainer, checkpoints, metrics, logs.
+//! - [`compress`]: the compression methods, recipes and export.
+//! - [`bench`]: `lpaf bench kernels` and `lpaf bench train`.
+//! - [`cli`]: the `lpaf` command.
+
+pub mod error;
+pub mod backend;
+pub mod device;
+pub mod kernels;
+pub mod model;
+pub mod data;
+pub mod train;
+pub mod compress;
+pub mod bench;
+pub mod cli;
+
+pub use error::{Error, Result};

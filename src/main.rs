@@ -1,0 +1,3 @@
+fn main() {
+    println!("lpaf {}", env!("CARGO_PKG_VERSION"));
+}
