@@ -8,7 +8,10 @@ use std::path::{Path, PathBuf};
 pub enum Error {
     /// A file could not be read or written.
     #[error("{}: {source}", path.display())]
-    Io { path: PathBuf, source: std::io::Error },
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     /// Tensor shapes or dtypes do not fit the operation.
     #[error("shape mismatch in {op}: {detail}")]
     Shape { op: String, detail: String },
@@ -17,7 +20,11 @@ pub enum Error {
     Cuda { op: String, detail: String },
     /// A malformed data row or file entry.
     #[error("{file}:{line}: {msg}")]
-    Data { file: String, line: usize, msg: String },
+    Data {
+        file: String,
+        line: usize,
+        msg: String,
+    },
     /// Any other invalid input or state, with its own message.
     #[error("{0}")]
     Msg(String),
@@ -33,16 +40,29 @@ impl Error {
         Error::Msg(m.into())
     }
     pub fn io(path: impl AsRef<Path>, source: std::io::Error) -> Self {
-        Error::Io { path: path.as_ref().to_path_buf(), source }
+        Error::Io {
+            path: path.as_ref().to_path_buf(),
+            source,
+        }
     }
     pub fn shape(op: impl Into<String>, detail: impl Into<String>) -> Self {
-        Error::Shape { op: op.into(), detail: detail.into() }
+        Error::Shape {
+            op: op.into(),
+            detail: detail.into(),
+        }
     }
     pub fn cuda(op: impl Into<String>, detail: impl std::fmt::Display) -> Self {
-        Error::Cuda { op: op.into(), detail: detail.to_string() }
+        Error::Cuda {
+            op: op.into(),
+            detail: detail.to_string(),
+        }
     }
     pub fn data(file: impl AsRef<Path>, line: usize, msg: impl Into<String>) -> Self {
-        Error::Data { file: file.as_ref().display().to_string(), line, msg: msg.into() }
+        Error::Data {
+            file: file.as_ref().display().to_string(),
+            line,
+            msg: msg.into(),
+        }
     }
 }
 
@@ -55,10 +75,16 @@ pub trait ResultExt<T> {
 
 impl<T, E: Into<Error>> ResultExt<T> for std::result::Result<T, E> {
     fn context(self, ctx: impl std::fmt::Display) -> Result<T> {
-        self.map_err(|e| Error::Context { context: ctx.to_string(), source: Box::new(e.into()) })
+        self.map_err(|e| Error::Context {
+            context: ctx.to_string(),
+            source: Box::new(e.into()),
+        })
     }
     fn with_context<F: FnOnce() -> String>(self, f: F) -> Result<T> {
-        self.map_err(|e| Error::Context { context: f(), source: Box::new(e.into()) })
+        self.map_err(|e| Error::Context {
+            context: f(),
+            source: Box::new(e.into()),
+        })
     }
 }
 

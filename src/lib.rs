@@ -13,15 +13,15 @@
 //! - [`bench`]: `lpaf bench kernels` and `lpaf bench train`.
 //! - [`cli`]: the `lpaf` command.
 
-pub mod error;
 pub mod backend;
-pub mod device;
-pub mod kernels;
-pub mod model;
-pub mod data;
-pub mod train;
-pub mod compress;
 pub mod bench;
 pub mod cli;
+pub mod compress;
+pub mod data;
+pub mod device;
+pub mod error;
+pub mod kernels;
+pub mod model;
+pub mod train;
 
 pub use error::{Error, Result};

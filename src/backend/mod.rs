@@ -84,19 +84,31 @@ pub struct Tensor {
 
 impl std::fmt::Debug for Tensor {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "Tensor({:?}, {:?}, {})", self.shape, self.dtype(), self.device())
+        write!(
+            f,
+            "Tensor({:?}, {:?}, {})",
+            self.shape,
+            self.dtype(),
+            self.device()
+        )
     }
 }
 
 impl Tensor {
     /// Wraps storage; the element count must match the shape.
     pub fn from_storage(shape: &[usize], storage: Storage) -> Result<Tensor> {
-        let t = Tensor { shape: shape.to_vec(), storage };
+        let t = Tensor {
+            shape: shape.to_vec(),
+            storage,
+        };
         let len = t.storage_len();
         if len != t.numel() {
             return Err(Error::shape(
                 "Tensor::from_storage",
-                format!("shape {shape:?} has {} elements but storage has {len}", t.numel()),
+                format!(
+                    "shape {shape:?} has {} elements but storage has {len}",
+                    t.numel()
+                ),
             ));
         }
         Ok(t)
@@ -123,7 +135,10 @@ impl Tensor {
     pub fn reshape(&mut self, shape: &[usize]) -> Result<()> {
         let n: usize = shape.iter().product();
         if n != self.numel() {
-            return Err(Error::shape("reshape", format!("{:?} -> {shape:?}", self.shape)));
+            return Err(Error::shape(
+                "reshape",
+                format!("{:?} -> {shape:?}", self.shape),
+            ));
         }
         self.shape = shape.to_vec();
         Ok(())
@@ -178,7 +193,10 @@ impl Tensor {
     pub fn host_f32_mut(&mut self) -> Result<&mut [f32]> {
         match &mut self.storage {
             Storage::Cpu(CpuStorage::F32(v)) => Ok(v),
-            _ => Err(Error::shape("host_f32_mut", format!("tensor {:?} is not host f32", self.shape))),
+            _ => Err(Error::shape(
+                "host_f32_mut",
+                format!("tensor {:?} is not host f32", self.shape),
+            )),
         }
     }
     pub fn host_bf16(&self) -> Result<&[bf16]> {
@@ -190,7 +208,10 @@ impl Tensor {
     pub fn host_bf16_mut(&mut self) -> Result<&mut [bf16]> {
         match &mut self.storage {
             Storage::Cpu(CpuStorage::Bf16(v)) => Ok(v),
-            _ => Err(Error::shape("host_bf16_mut", format!("tensor {:?} is not host bf16", self.shape))),
+            _ => Err(Error::shape(
+                "host_bf16_mut",
+                format!("tensor {:?} is not host bf16", self.shape),
+            )),
         }
     }
     pub fn host_u8(&self) -> Result<&[u8]> {
@@ -202,7 +223,10 @@ impl Tensor {
     pub fn host_u8_mut(&mut self) -> Result<&mut [u8]> {
         match &mut self.storage {
             Storage::Cpu(CpuStorage::U8(v)) => Ok(v),
-            _ => Err(Error::shape("host_u8_mut", format!("tensor {:?} is not host u8", self.shape))),
+            _ => Err(Error::shape(
+                "host_u8_mut",
+                format!("tensor {:?} is not host u8", self.shape),
+            )),
         }
     }
     pub fn host_i32(&self) -> Result<&[i32]> {
@@ -214,13 +238,21 @@ impl Tensor {
     pub fn host_i32_mut(&mut self) -> Result<&mut [i32]> {
         match &mut self.storage {
             Storage::Cpu(CpuStorage::I32(v)) => Ok(v),
-            _ => Err(Error::shape("host_i32_mut", format!("tensor {:?} is not host i32", self.shape))),
+            _ => Err(Error::shape(
+                "host_i32_mut",
+                format!("tensor {:?} is not host i32", self.shape),
+            )),
         }
     }
     fn wrong(&self, want: &str) -> Error {
         Error::shape(
             want,
-            format!("tensor {:?} is {:?} on {}", self.shape, self.dtype(), self.device()),
+            format!(
+                "tensor {:?} is {:?} on {}",
+                self.shape,
+                self.dtype(),
+                self.device()
+            ),
         )
     }
 }
@@ -245,7 +277,9 @@ impl std::str::FromStr for Precision {
             "f32" | "fp32" => Ok(Precision::F32),
             "tf32" => Ok(Precision::Tf32),
             "bf16" => Ok(Precision::Bf16),
-            _ => Err(Error::msg(format!("unknown precision '{s}' (expected f32, tf32 or bf16)"))),
+            _ => Err(Error::msg(format!(
+                "unknown precision '{s}' (expected f32, tf32 or bf16)"
+            ))),
         }
     }
 }
@@ -339,14 +373,31 @@ impl Gemm {
 
     /// Checks that every matrix of the batch lies inside the three buffers.
     pub fn validate(&self, a_len: usize, b_len: usize, c_len: usize) -> Result<()> {
-        let (ar, ac) = if self.trans_a { (self.k, self.m) } else { (self.m, self.k) };
-        let (br, bc) = if self.trans_b { (self.n, self.k) } else { (self.k, self.n) };
-        let check = |name: &str, rows: usize, cols: usize, ld: usize, off: usize, stride: usize, len: usize| {
+        let (ar, ac) = if self.trans_a {
+            (self.k, self.m)
+        } else {
+            (self.m, self.k)
+        };
+        let (br, bc) = if self.trans_b {
+            (self.n, self.k)
+        } else {
+            (self.k, self.n)
+        };
+        let check = |name: &str,
+                     rows: usize,
+                     cols: usize,
+                     ld: usize,
+                     off: usize,
+                     stride: usize,
+                     len: usize| {
             if rows == 0 || cols == 0 || self.batch == 0 {
                 return Ok(());
             }
             if ld < cols {
-                return Err(Error::shape("gemm", format!("ld{name} = {ld} < {cols} columns")));
+                return Err(Error::shape(
+                    "gemm",
+                    format!("ld{name} = {ld} < {cols} columns"),
+                ));
             }
             let last = off + (self.batch - 1) * stride + (rows - 1) * ld + cols;
             if last > len {
@@ -362,7 +413,15 @@ impl Gemm {
         };
         check("a", ar, ac, self.lda, self.offset_a, self.stride_a, a_len)?;
         check("b", br, bc, self.ldb, self.offset_b, self.stride_b, b_len)?;
-        check("c", self.m, self.n, self.ldc, self.offset_c, self.stride_c, c_len)
+        check(
+            "c",
+            self.m,
+            self.n,
+            self.ldc,
+            self.offset_c,
+            self.stride_c,
+            c_len,
+        )
     }
 }
 
@@ -498,7 +557,13 @@ pub struct WeightedSvdOptions {
 
 impl Default for WeightedSvdOptions {
     fn default() -> Self {
-        WeightedSvdOptions { max_steps: 10, rel_tol: 1e-4, power_iters: 1, init_power_iters: 6, seed: 0 }
+        WeightedSvdOptions {
+            max_steps: 10,
+            rel_tol: 1e-4,
+            power_iters: 1,
+            init_power_iters: 6,
+            seed: 0,
+        }
     }
 }
 
@@ -521,6 +586,11 @@ pub trait Backend: Send + Sync {
 
     // ---- memory -------------------------------------------------------------
     fn zeros(&self, shape: &[usize], dtype: DType) -> Result<Tensor>;
+    /// A tensor whose contents will be overwritten before they are read (the
+    /// CUDA backend skips the memset; the CPU zero-fills, as Rust requires).
+    fn empty(&self, shape: &[usize], dtype: DType) -> Result<Tensor> {
+        self.zeros(shape, dtype)
+    }
     fn from_f32(&self, data: &[f32], shape: &[usize]) -> Result<Tensor>;
     fn from_u8(&self, data: &[u8], shape: &[usize]) -> Result<Tensor>;
     fn from_i32(&self, data: &[i32], shape: &[usize]) -> Result<Tensor>;
@@ -595,24 +665,57 @@ pub trait Backend: Send + Sync {
         dbeta: &mut Tensor,
     ) -> Result<()>;
     /// `[B·S, H·D] → [B, H, S, D]`.
-    fn split_heads(&self, x: &Tensor, out: &mut Tensor, batch: usize, seq: usize, heads: usize) -> Result<()>;
+    fn split_heads(
+        &self,
+        x: &Tensor,
+        out: &mut Tensor,
+        batch: usize,
+        seq: usize,
+        heads: usize,
+    ) -> Result<()>;
     /// `[B, H, S, D] → [B·S, H·D]`.
-    fn merge_heads(&self, x: &Tensor, out: &mut Tensor, batch: usize, seq: usize, heads: usize) -> Result<()>;
+    fn merge_heads(
+        &self,
+        x: &Tensor,
+        out: &mut Tensor,
+        batch: usize,
+        seq: usize,
+        heads: usize,
+    ) -> Result<()>;
     /// In place on `[B, H, S, S]` scores: `p = softmax(scale·s)` over keys,
     /// with keys whose `key_mask[b, j]` (U8 `[B, S]`) is 0 given probability 0.
-    fn attention_softmax(&self, scores: &mut Tensor, key_mask: &Tensor, heads: usize, scale: f32) -> Result<()>;
+    fn attention_softmax(
+        &self,
+        scores: &mut Tensor,
+        key_mask: &Tensor,
+        heads: usize,
+        scale: f32,
+    ) -> Result<()>;
     /// In place: `dprobs ← scale · p ⊙ (dp − Σ_j p_j·dp_j)` per row (the
     /// gradient with respect to the unscaled scores).
     fn softmax_backward(&self, probs: &Tensor, dprobs: &mut Tensor, scale: f32) -> Result<()>;
     /// `out[i] (+)= table[ids[i]]` (ids I32; each must be `< table rows`).
-    fn gather_rows(&self, table: &Tensor, ids: &Tensor, out: &mut Tensor, accumulate: bool) -> Result<()>;
+    fn gather_rows(
+        &self,
+        table: &Tensor,
+        ids: &Tensor,
+        out: &mut Tensor,
+        accumulate: bool,
+    ) -> Result<()>;
     /// `table_grad[ids[i]] += d[i]`, summed in the order of `i` (deterministic).
     fn scatter_add_rows(&self, d: &Tensor, ids: &Tensor, table_grad: &mut Tensor) -> Result<()>;
     fn copy_rows(&self, src: &Tensor, dst: &mut Tensor, spec: &RowCopy) -> Result<()>;
     /// `Σ x²` in a fixed order (f64 result), for gradient norms and losses.
     fn sum_squares(&self, x: &Tensor) -> Result<f64>;
     /// One AdamW update of `p` in place (see [`AdamWStep`]).
-    fn adamw(&self, p: &mut Tensor, g: &Tensor, m: &mut Tensor, v: &mut Tensor, hp: &AdamWStep) -> Result<()>;
+    fn adamw(
+        &self,
+        p: &mut Tensor,
+        g: &Tensor,
+        m: &mut Tensor,
+        v: &mut Tensor,
+        hp: &AdamWStep,
+    ) -> Result<()>;
 
     // ---- the four compression kernels (SPEC §6) --------------------------------
     /// Movement pruning's straight-through backward in one pass over
@@ -682,9 +785,20 @@ pub trait Backend: Send + Sync {
     /// Soft movement (SPEC §2 option): `mask = σ(Sc) > τ`, and if
     /// `l1_grad_coef` is not 0, `dscores += coef·σ(Sc)·(1−σ(Sc))` (the
     /// gradient of `λ·mean σ(Sc)` when `coef = λ/numel`). Returns entries kept.
-    fn sigmoid_mask(&self, scores: &Tensor, tau: f32, mask: &mut Tensor, dscores: Option<&mut Tensor>, l1_grad_coef: f32) -> Result<usize>;
+    fn sigmoid_mask(
+        &self,
+        scores: &Tensor,
+        tau: f32,
+        mask: &mut Tensor,
+        dscores: Option<&mut Tensor>,
+        l1_grad_coef: f32,
+    ) -> Result<usize>;
     /// The sparsity-aware SVD of SPEC §4.2, batched over matrices of mixed shapes.
-    fn weighted_svd(&self, problems: &[WeightedSvdProblem<'_>], opts: &WeightedSvdOptions) -> Result<Vec<WeightedSvdResult>>;
+    fn weighted_svd(
+        &self,
+        problems: &[WeightedSvdProblem<'_>],
+        opts: &WeightedSvdOptions,
+    ) -> Result<Vec<WeightedSvdResult>>;
     /// Fused low-rank + sparse forward: `w_eff = U·V + M⊙S` (`S`, `M`
     /// optional; no `M` means all ones), then `y = x·w_effᵀ + b`.
     /// `w_eff` (`out × in`) is kept for the backward.
@@ -748,7 +862,10 @@ pub fn same_numel(op: &str, tensors: &[(&str, &Tensor)]) -> Result<usize> {
 /// Checks a tensor's dtype (named for the error).
 pub fn want_dtype(op: &str, name: &str, t: &Tensor, dtype: DType) -> Result<()> {
     if t.dtype() != dtype {
-        return Err(Error::shape(op, format!("{name} is {:?}, expected {dtype:?}", t.dtype())));
+        return Err(Error::shape(
+            op,
+            format!("{name} is {:?}, expected {dtype:?}", t.dtype()),
+        ));
     }
     Ok(())
 }

@@ -27,7 +27,9 @@ impl std::str::FromStr for DeviceChoice {
             "auto" => Ok(DeviceChoice::Auto),
             "cpu" => Ok(DeviceChoice::Cpu),
             "cuda" | "gpu" => Ok(DeviceChoice::Cuda),
-            _ => Err(Error::msg(format!("unknown device '{s}' (expected auto, cpu or cuda)"))),
+            _ => Err(Error::msg(format!(
+                "unknown device '{s}' (expected auto, cpu or cuda)"
+            ))),
         }
     }
 }
@@ -54,15 +56,23 @@ pub fn probe_cuda() -> Result<CudaInfo> {
         ));
     }
     cudarc::driver::result::init().map_err(|e| Error::cuda("cuInit", e))?;
-    let count = cudarc::driver::result::device::get_count().map_err(|e| Error::cuda("cuDeviceGetCount", e))?;
+    let count = cudarc::driver::result::device::get_count()
+        .map_err(|e| Error::cuda("cuDeviceGetCount", e))?;
     if count <= 0 {
-        return Err(Error::cuda("probe", "the NVIDIA driver is installed but reports no CUDA device"));
+        return Err(Error::cuda(
+            "probe",
+            "the NVIDIA driver is installed but reports no CUDA device",
+        ));
     }
     let ctx = cudarc::driver::CudaContext::new(0).map_err(|e| Error::cuda("cuCtxCreate(0)", e))?;
     Ok(CudaInfo {
         name: ctx.name().map_err(|e| Error::cuda("cuDeviceGetName", e))?,
-        compute_capability: ctx.compute_capability().map_err(|e| Error::cuda("compute capability", e))?,
-        total_mem: ctx.total_mem().map_err(|e| Error::cuda("cuDeviceTotalMem", e))?,
+        compute_capability: ctx
+            .compute_capability()
+            .map_err(|e| Error::cuda("compute capability", e))?,
+        total_mem: ctx
+            .total_mem()
+            .map_err(|e| Error::cuda("cuDeviceTotalMem", e))?,
         device_count: count as usize,
     })
 }
@@ -94,7 +104,10 @@ pub fn gpu_for_test(test: &str) -> Option<BackendRef> {
     match crate::backend::cuda::CudaBackend::new(0) {
         Ok(b) => Some(Arc::new(b)),
         Err(e) => {
-            if std::env::var("LPAF_REQUIRE_GPU").map(|v| v == "1").unwrap_or(false) {
+            if std::env::var("LPAF_REQUIRE_GPU")
+                .map(|v| v == "1")
+                .unwrap_or(false)
+            {
                 panic!("{test}: LPAF_REQUIRE_GPU=1 but no CUDA device is usable: {e}");
             }
             eprintln!("{test}: skipped: no CUDA device ({e})");

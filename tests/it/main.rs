@@ -2,13 +2,13 @@
 //! GPU tests print "skipped: no CUDA device" and pass without a GPU; with
 //! `LPAF_REQUIRE_GPU=1` they fail instead.
 
-mod common;
 mod backend_cpu;
+mod cli;
+mod common;
+mod compress;
+mod data;
 mod gpu_ops;
 mod kernels_cpu;
 mod kernels_gpu;
-mod data;
 mod model;
 mod train;
-mod compress;
-mod cli;

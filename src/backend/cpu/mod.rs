@@ -33,7 +33,11 @@ pub(crate) fn f32s<'a>(op: &str, name: &str, t: &'a Tensor) -> Result<&'a [f32]>
         Storage::Cpu(CpuStorage::F32(v)) => Ok(v),
         _ => Err(Error::shape(
             op,
-            format!("{name} must be an f32 tensor on the CPU, got {:?} on {}", t.dtype(), t.device()),
+            format!(
+                "{name} must be an f32 tensor on the CPU, got {:?} on {}",
+                t.dtype(),
+                t.device()
+            ),
         )),
     }
 }
@@ -42,7 +46,10 @@ pub(crate) fn f32s_mut<'a>(op: &str, name: &str, t: &'a mut Tensor) -> Result<&'
     let (dt, dev) = (t.dtype(), t.device());
     match t.storage_mut() {
         Storage::Cpu(CpuStorage::F32(v)) => Ok(v),
-        _ => Err(Error::shape(op, format!("{name} must be an f32 tensor on the CPU, got {dt:?} on {dev}"))),
+        _ => Err(Error::shape(
+            op,
+            format!("{name} must be an f32 tensor on the CPU, got {dt:?} on {dev}"),
+        )),
     }
 }
 
@@ -51,7 +58,11 @@ pub(crate) fn u8s<'a>(op: &str, name: &str, t: &'a Tensor) -> Result<&'a [u8]> {
         Storage::Cpu(CpuStorage::U8(v)) => Ok(v),
         _ => Err(Error::shape(
             op,
-            format!("{name} must be a u8 tensor on the CPU, got {:?} on {}", t.dtype(), t.device()),
+            format!(
+                "{name} must be a u8 tensor on the CPU, got {:?} on {}",
+                t.dtype(),
+                t.device()
+            ),
         )),
     }
 }
@@ -60,7 +71,10 @@ pub(crate) fn u8s_mut<'a>(op: &str, name: &str, t: &'a mut Tensor) -> Result<&'a
     let (dt, dev) = (t.dtype(), t.device());
     match t.storage_mut() {
         Storage::Cpu(CpuStorage::U8(v)) => Ok(v),
-        _ => Err(Error::shape(op, format!("{name} must be a u8 tensor on the CPU, got {dt:?} on {dev}"))),
+        _ => Err(Error::shape(
+            op,
+            format!("{name} must be a u8 tensor on the CPU, got {dt:?} on {dev}"),
+        )),
     }
 }
 
@@ -69,14 +83,21 @@ pub(crate) fn i32s<'a>(op: &str, name: &str, t: &'a Tensor) -> Result<&'a [i32]>
         Storage::Cpu(CpuStorage::I32(v)) => Ok(v),
         _ => Err(Error::shape(
             op,
-            format!("{name} must be an i32 tensor on the CPU, got {:?} on {}", t.dtype(), t.device()),
+            format!(
+                "{name} must be an i32 tensor on the CPU, got {:?} on {}",
+                t.dtype(),
+                t.device()
+            ),
         )),
     }
 }
 
 pub(crate) fn check_len(op: &str, name: &str, got: usize, want: usize) -> Result<()> {
     if got != want {
-        return Err(Error::shape(op, format!("{name} has {got} elements, expected {want}")));
+        return Err(Error::shape(
+            op,
+            format!("{name} has {got} elements, expected {want}"),
+        ));
     }
     Ok(())
 }
@@ -117,14 +138,19 @@ fn par_chunks<T: Send, F>(out: &mut [T], f: F)
 where
     F: Fn(usize, &mut [T]) + Sync + Send,
 {
-    out.par_chunks_mut(CHUNK).enumerate().for_each(|(ci, chunk)| f(ci * CHUNK, chunk));
+    out.par_chunks_mut(CHUNK)
+        .enumerate()
+        .for_each(|(ci, chunk)| f(ci * CHUNK, chunk));
 }
 
 impl CpuBackend {
     fn gemm_impl(&self, g: &Gemm, a: &[f32], b: &[f32], c: &mut [f32]) -> Result<()> {
         g.validate(a.len(), b.len(), c.len())?;
         if g.batch > 1 && g.stride_c < (g.m.saturating_sub(1)) * g.ldc + g.n {
-            return Err(Error::shape("gemm", "batch matrices of C overlap (stride_c too small)"));
+            return Err(Error::shape(
+                "gemm",
+                "batch matrices of C overlap (stride_c too small)",
+            ));
         }
         if g.m == 0 || g.n == 0 || g.batch == 0 {
             return Ok(());
@@ -145,8 +171,16 @@ impl CpuBackend {
                 (&a_r[..], &b_r[..])
             }
         };
-        let (lhs_rs, lhs_cs) = if g.trans_a { (1, g.lda as isize) } else { (g.lda as isize, 1) };
-        let (rhs_rs, rhs_cs) = if g.trans_b { (1, g.ldb as isize) } else { (g.ldb as isize, 1) };
+        let (lhs_rs, lhs_cs) = if g.trans_a {
+            (1, g.lda as isize)
+        } else {
+            (g.lda as isize, 1)
+        };
+        let (rhs_rs, rhs_cs) = if g.trans_b {
+            (1, g.ldb as isize)
+        } else {
+            (g.ldb as isize, 1)
+        };
         let run = |bi: usize, c_ptr: *mut f32, par: gemm::Parallelism| {
             if g.k == 0 {
                 // Nothing to multiply: C = beta·C.
@@ -248,7 +282,10 @@ impl Backend for CpuBackend {
         match t.storage() {
             Storage::Cpu(CpuStorage::F32(v)) => Ok(v.clone()),
             Storage::Cpu(CpuStorage::Bf16(v)) => Ok(v.iter().map(|x| x.to_f32()).collect()),
-            _ => Err(Error::shape("to_f32", format!("{t:?} is not a CPU f32/bf16 tensor"))),
+            _ => Err(Error::shape(
+                "to_f32",
+                format!("{t:?} is not a CPU f32/bf16 tensor"),
+            )),
         }
     }
 
@@ -272,7 +309,12 @@ impl Backend for CpuBackend {
             (CpuStorage::Bf16(s), Storage::Cpu(CpuStorage::Bf16(d))) => d.copy_from_slice(&s),
             (CpuStorage::U8(s), Storage::Cpu(CpuStorage::U8(d))) => d.copy_from_slice(&s),
             (CpuStorage::I32(s), Storage::Cpu(CpuStorage::I32(d))) => d.copy_from_slice(&s),
-            _ => return Err(Error::shape("copy", format!("dtype {:?} -> {dd:?} or device mismatch", src.dtype()))),
+            _ => {
+                return Err(Error::shape(
+                    "copy",
+                    format!("dtype {:?} -> {dd:?} or device mismatch", src.dtype()),
+                ))
+            }
         }
         Ok(())
     }
@@ -295,17 +337,27 @@ impl Backend for CpuBackend {
         same_numel("cast", &[("src", src), ("dst", dst)])?;
         let (sd, dd) = (src.dtype(), dst.dtype());
         match (src.storage(), dst.storage_mut()) {
-            (Storage::Cpu(CpuStorage::F32(s)), Storage::Cpu(CpuStorage::Bf16(d))) => {
-                d.par_iter_mut().zip(s.par_iter()).for_each(|(d, s)| *d = bf16::from_f32(*s))
+            (Storage::Cpu(CpuStorage::F32(s)), Storage::Cpu(CpuStorage::Bf16(d))) => d
+                .par_iter_mut()
+                .zip(s.par_iter())
+                .for_each(|(d, s)| *d = bf16::from_f32(*s)),
+            (Storage::Cpu(CpuStorage::Bf16(s)), Storage::Cpu(CpuStorage::F32(d))) => d
+                .par_iter_mut()
+                .zip(s.par_iter())
+                .for_each(|(d, s)| *d = s.to_f32()),
+            (Storage::Cpu(CpuStorage::U8(s)), Storage::Cpu(CpuStorage::F32(d))) => d
+                .par_iter_mut()
+                .zip(s.par_iter())
+                .for_each(|(d, s)| *d = *s as f32),
+            (Storage::Cpu(CpuStorage::F32(s)), Storage::Cpu(CpuStorage::F32(d))) => {
+                d.copy_from_slice(s)
             }
-            (Storage::Cpu(CpuStorage::Bf16(s)), Storage::Cpu(CpuStorage::F32(d))) => {
-                d.par_iter_mut().zip(s.par_iter()).for_each(|(d, s)| *d = s.to_f32())
+            _ => {
+                return Err(Error::shape(
+                    "cast",
+                    format!("unsupported cast {sd:?} -> {dd:?} (or not on the CPU)"),
+                ))
             }
-            (Storage::Cpu(CpuStorage::U8(s)), Storage::Cpu(CpuStorage::F32(d))) => {
-                d.par_iter_mut().zip(s.par_iter()).for_each(|(d, s)| *d = *s as f32)
-            }
-            (Storage::Cpu(CpuStorage::F32(s)), Storage::Cpu(CpuStorage::F32(d))) => d.copy_from_slice(s),
-            _ => return Err(Error::shape("cast", format!("unsupported cast {sd:?} -> {dd:?} (or not on the CPU)"))),
         }
         Ok(())
     }
@@ -330,7 +382,9 @@ impl Backend for CpuBackend {
             if beta == 0.0 {
                 ys.iter_mut().zip(xs).for_each(|(y, x)| *y = alpha * x);
             } else {
-                ys.iter_mut().zip(xs).for_each(|(y, x)| *y = alpha * x + beta * *y);
+                ys.iter_mut()
+                    .zip(xs)
+                    .for_each(|(y, x)| *y = alpha * x + beta * *y);
             }
         });
         Ok(())
@@ -361,9 +415,13 @@ impl Backend for CpuBackend {
         let ys = f32s_mut("add_row_bias", "y", y)?;
         let cols = bs.len();
         if cols == 0 || ys.len() % cols != 0 {
-            return Err(Error::shape("add_row_bias", format!("y has {} elements, not a multiple of {cols}", ys.len())));
+            return Err(Error::shape(
+                "add_row_bias",
+                format!("y has {} elements, not a multiple of {cols}", ys.len()),
+            ));
         }
-        ys.par_chunks_mut(cols).for_each(|row| row.iter_mut().zip(bs).for_each(|(y, b)| *y += b));
+        ys.par_chunks_mut(cols)
+            .for_each(|row| row.iter_mut().zip(bs).for_each(|(y, b)| *y += b));
         Ok(())
     }
 
@@ -372,7 +430,10 @@ impl Backend for CpuBackend {
         let os = f32s_mut("col_sum", "out", out)?;
         let cols = os.len();
         if cols == 0 || xs.len() % cols != 0 {
-            return Err(Error::shape("col_sum", format!("x has {} elements, not a multiple of {cols}", xs.len())));
+            return Err(Error::shape(
+                "col_sum",
+                format!("x has {} elements, not a multiple of {cols}", xs.len()),
+            ));
         }
         let rows = xs.len() / cols;
         // Each task owns a block of columns and walks the rows in order.
@@ -394,7 +455,11 @@ impl Backend for CpuBackend {
         let xs = f32s("gelu", "x", x)?;
         let ys = f32s_mut("gelu", "y", y)?;
         check_len("gelu", "y", ys.len(), xs.len())?;
-        par_chunks(ys, |s, ys| ys.iter_mut().enumerate().for_each(|(i, y)| *y = gelu_f32(xs[s + i])));
+        par_chunks(ys, |s, ys| {
+            ys.iter_mut()
+                .enumerate()
+                .for_each(|(i, y)| *y = gelu_f32(xs[s + i]))
+        });
         Ok(())
     }
 
@@ -405,7 +470,9 @@ impl Backend for CpuBackend {
         check_len("gelu_backward", "dy", dys.len(), xs.len())?;
         check_len("gelu_backward", "dx", dxs.len(), xs.len())?;
         par_chunks(dxs, |s, d| {
-            d.iter_mut().enumerate().for_each(|(i, d)| *d = dys[s + i] * gelu_grad_f32(xs[s + i]))
+            d.iter_mut()
+                .enumerate()
+                .for_each(|(i, d)| *d = dys[s + i] * gelu_grad_f32(xs[s + i]))
         });
         Ok(())
     }
@@ -414,7 +481,11 @@ impl Backend for CpuBackend {
         let xs = f32s("tanh", "x", x)?;
         let ys = f32s_mut("tanh", "y", y)?;
         check_len("tanh", "y", ys.len(), xs.len())?;
-        par_chunks(ys, |s, ys| ys.iter_mut().enumerate().for_each(|(i, y)| *y = xs[s + i].tanh()));
+        par_chunks(ys, |s, ys| {
+            ys.iter_mut()
+                .enumerate()
+                .for_each(|(i, y)| *y = xs[s + i].tanh())
+        });
         Ok(())
     }
 
@@ -425,14 +496,18 @@ impl Backend for CpuBackend {
         check_len("tanh_backward", "dy", dys.len(), ys.len())?;
         check_len("tanh_backward", "dx", dxs.len(), ys.len())?;
         par_chunks(dxs, |s, d| {
-            d.iter_mut().enumerate().for_each(|(i, d)| *d = dys[s + i] * (1.0 - ys[s + i] * ys[s + i]))
+            d.iter_mut()
+                .enumerate()
+                .for_each(|(i, d)| *d = dys[s + i] * (1.0 - ys[s + i] * ys[s + i]))
         });
         Ok(())
     }
 
     fn dropout(&self, x: &Tensor, y: &mut Tensor, p: f32, seed: u64, stream: u64) -> Result<()> {
         if !(0.0..1.0).contains(&p) {
-            return Err(Error::msg(format!("dropout: probability {p} outside [0, 1)")));
+            return Err(Error::msg(format!(
+                "dropout: probability {p} outside [0, 1)"
+            )));
         }
         let xs = f32s("dropout", "x", x)?;
         let ys = f32s_mut("dropout", "y", y)?;
@@ -468,22 +543,28 @@ impl Backend for CpuBackend {
         let cols = gs.len();
         check_len(op, "beta", bs.len(), cols)?;
         if cols == 0 || xs.len() % cols != 0 {
-            return Err(Error::shape(op, format!("x has {} elements, not a multiple of {cols}", xs.len())));
+            return Err(Error::shape(
+                op,
+                format!("x has {} elements, not a multiple of {cols}", xs.len()),
+            ));
         }
         let rows = xs.len() / cols;
         let ys = f32s_mut(op, "y", y)?;
         check_len(op, "y", ys.len(), xs.len())?;
         let mut stats = vec![(0.0f32, 0.0f32); rows];
-        ys.par_chunks_mut(cols).zip(stats.par_iter_mut()).enumerate().for_each(|(r, (yr, st))| {
-            let xr = &xs[r * cols..(r + 1) * cols];
-            let mu = xr.iter().sum::<f32>() / cols as f32;
-            let var = xr.iter().map(|v| (v - mu) * (v - mu)).sum::<f32>() / cols as f32;
-            let rs = 1.0 / (var + eps).sqrt();
-            for c in 0..cols {
-                yr[c] = (xr[c] - mu) * rs * gs[c] + bs[c];
-            }
-            *st = (mu, rs);
-        });
+        ys.par_chunks_mut(cols)
+            .zip(stats.par_iter_mut())
+            .enumerate()
+            .for_each(|(r, (yr, st))| {
+                let xr = &xs[r * cols..(r + 1) * cols];
+                let mu = xr.iter().sum::<f32>() / cols as f32;
+                let var = xr.iter().map(|v| (v - mu) * (v - mu)).sum::<f32>() / cols as f32;
+                let rs = 1.0 / (var + eps).sqrt();
+                for c in 0..cols {
+                    yr[c] = (xr[c] - mu) * rs * gs[c] + bs[c];
+                }
+                *st = (mu, rs);
+            });
         let ms = f32s_mut(op, "mean", mean)?;
         check_len(op, "mean", ms.len(), rows)?;
         ms.iter_mut().zip(&stats).for_each(|(m, s)| *m = s.0);
@@ -512,7 +593,10 @@ impl Backend for CpuBackend {
         let rs = f32s(op, "rstd", rstd)?;
         let cols = gs.len();
         if cols == 0 || xs.len() % cols != 0 {
-            return Err(Error::shape(op, format!("x has {} elements, not a multiple of {cols}", xs.len())));
+            return Err(Error::shape(
+                op,
+                format!("x has {} elements, not a multiple of {cols}", xs.len()),
+            ));
         }
         let rows = xs.len() / cols;
         check_len(op, "dy", dys.len(), xs.len())?;
@@ -543,17 +627,21 @@ impl Backend for CpuBackend {
         check_len(op, "dgamma", dgs.len(), cols)?;
         let mut dg_acc = vec![0.0f32; cols];
         let mut db_acc = vec![0.0f32; cols];
-        dg_acc.par_chunks_mut(64).zip(db_acc.par_chunks_mut(64)).enumerate().for_each(|(bi, (dg, db))| {
-            let c0 = bi * 64;
-            for r in 0..rows {
-                for j in 0..dg.len() {
-                    let c = c0 + j;
-                    let xhat = (xs[r * cols + c] - ms[r]) * rs[r];
-                    dg[j] += dys[r * cols + c] * xhat;
-                    db[j] += dys[r * cols + c];
+        dg_acc
+            .par_chunks_mut(64)
+            .zip(db_acc.par_chunks_mut(64))
+            .enumerate()
+            .for_each(|(bi, (dg, db))| {
+                let c0 = bi * 64;
+                for r in 0..rows {
+                    for j in 0..dg.len() {
+                        let c = c0 + j;
+                        let xhat = (xs[r * cols + c] - ms[r]) * rs[r];
+                        dg[j] += dys[r * cols + c] * xhat;
+                        db[j] += dys[r * cols + c];
+                    }
                 }
-            }
-        });
+            });
         dgs.iter_mut().zip(&dg_acc).for_each(|(d, a)| *d += a);
         let dbs = f32s_mut(op, "dbeta", dbeta)?;
         check_len(op, "dbeta", dbs.len(), cols)?;
@@ -561,20 +649,43 @@ impl Backend for CpuBackend {
         Ok(())
     }
 
-    fn split_heads(&self, x: &Tensor, out: &mut Tensor, batch: usize, seq: usize, heads: usize) -> Result<()> {
+    fn split_heads(
+        &self,
+        x: &Tensor,
+        out: &mut Tensor,
+        batch: usize,
+        seq: usize,
+        heads: usize,
+    ) -> Result<()> {
         permute_heads("split_heads", x, out, batch, seq, heads, true)
     }
 
-    fn merge_heads(&self, x: &Tensor, out: &mut Tensor, batch: usize, seq: usize, heads: usize) -> Result<()> {
+    fn merge_heads(
+        &self,
+        x: &Tensor,
+        out: &mut Tensor,
+        batch: usize,
+        seq: usize,
+        heads: usize,
+    ) -> Result<()> {
         permute_heads("merge_heads", x, out, batch, seq, heads, false)
     }
 
-    fn attention_softmax(&self, scores: &mut Tensor, key_mask: &Tensor, heads: usize, scale: f32) -> Result<()> {
+    fn attention_softmax(
+        &self,
+        scores: &mut Tensor,
+        key_mask: &Tensor,
+        heads: usize,
+        scale: f32,
+    ) -> Result<()> {
         let op = "attention_softmax";
         let km = u8s(op, "key_mask", key_mask)?;
         let shape = scores.shape().to_vec();
         if shape.len() != 4 || shape[1] != heads || shape[2] != shape[3] {
-            return Err(Error::shape(op, format!("scores must be [B, {heads}, S, S], got {shape:?}")));
+            return Err(Error::shape(
+                op,
+                format!("scores must be [B, {heads}, S, S], got {shape:?}"),
+            ));
         }
         let (b, s) = (shape[0], shape[2]);
         check_len(op, "key_mask", km.len(), b * s)?;
@@ -594,7 +705,11 @@ impl Backend for CpuBackend {
             }
             let mut sum = 0.0f32;
             for j in 0..s {
-                r[j] = if m[j] != 0 { (scale * r[j] - mx).exp() } else { 0.0 };
+                r[j] = if m[j] != 0 {
+                    (scale * r[j] - mx).exp()
+                } else {
+                    0.0
+                };
                 sum += r[j];
             }
             let inv = 1.0 / sum;
@@ -622,7 +737,13 @@ impl Backend for CpuBackend {
         Ok(())
     }
 
-    fn gather_rows(&self, table: &Tensor, ids: &Tensor, out: &mut Tensor, accumulate: bool) -> Result<()> {
+    fn gather_rows(
+        &self,
+        table: &Tensor,
+        ids: &Tensor,
+        out: &mut Tensor,
+        accumulate: bool,
+    ) -> Result<()> {
         let op = "gather_rows";
         let ts = f32s(op, "table", table)?;
         let is = i32s(op, "ids", ids)?;
@@ -630,14 +751,16 @@ impl Backend for CpuBackend {
         check_ids(op, is, rows)?;
         let os = f32s_mut(op, "out", out)?;
         check_len(op, "out", os.len(), is.len() * cols)?;
-        os.par_chunks_mut(cols.max(1)).zip(is.par_iter()).for_each(|(o, &id)| {
-            let src = &ts[id as usize * cols..(id as usize + 1) * cols];
-            if accumulate {
-                o.iter_mut().zip(src).for_each(|(o, s)| *o += s);
-            } else {
-                o.copy_from_slice(src);
-            }
-        });
+        os.par_chunks_mut(cols.max(1))
+            .zip(is.par_iter())
+            .for_each(|(o, &id)| {
+                let src = &ts[id as usize * cols..(id as usize + 1) * cols];
+                if accumulate {
+                    o.iter_mut().zip(src).for_each(|(o, s)| *o += s);
+                } else {
+                    o.copy_from_slice(src);
+                }
+            });
         Ok(())
     }
 
@@ -679,7 +802,14 @@ impl Backend for CpuBackend {
         let s_end = spec.src_offset + (spec.rows - 1) * spec.src_stride + spec.cols;
         let d_end = spec.dst_offset + (spec.rows - 1) * spec.dst_stride + spec.cols;
         if s_end > ss.len() || d_end > ds.len() || (spec.rows > 1 && spec.dst_stride < spec.cols) {
-            return Err(Error::shape(op, format!("{spec:?} out of bounds (src {}, dst {})", ss.len(), ds.len())));
+            return Err(Error::shape(
+                op,
+                format!(
+                    "{spec:?} out of bounds (src {}, dst {})",
+                    ss.len(),
+                    ds.len()
+                ),
+            ));
         }
         for r in 0..spec.rows {
             let s = &ss[spec.src_offset + r * spec.src_stride..][..spec.cols];
@@ -695,12 +825,21 @@ impl Backend for CpuBackend {
 
     fn sum_squares(&self, x: &Tensor) -> Result<f64> {
         let xs = f32s("sum_squares", "x", x)?;
-        let partial: Vec<f64> =
-            xs.par_chunks(CHUNK).map(|c| c.iter().map(|&v| v as f64 * v as f64).sum::<f64>()).collect();
+        let partial: Vec<f64> = xs
+            .par_chunks(CHUNK)
+            .map(|c| c.iter().map(|&v| v as f64 * v as f64).sum::<f64>())
+            .collect();
         Ok(partial.iter().sum())
     }
 
-    fn adamw(&self, p: &mut Tensor, g: &Tensor, m: &mut Tensor, v: &mut Tensor, hp: &AdamWStep) -> Result<()> {
+    fn adamw(
+        &self,
+        p: &mut Tensor,
+        g: &Tensor,
+        m: &mut Tensor,
+        v: &mut Tensor,
+        hp: &AdamWStep,
+    ) -> Result<()> {
         let op = "adamw";
         let gs = f32s(op, "grad", g)?;
         let n = gs.len();
@@ -823,7 +962,9 @@ impl Backend for CpuBackend {
         dw_scratch: &mut Tensor,
         precision: Precision,
     ) -> Result<()> {
-        compress::lowrank_sparse_backward(self, x, u, v, mask, w_eff, dy, dx, du, dv, ds, db, dw_scratch, precision)
+        compress::lowrank_sparse_backward(
+            self, x, u, v, mask, w_eff, dy, dx, du, dv, ds, db, dw_scratch, precision,
+        )
     }
 }
 
@@ -849,20 +990,38 @@ pub(crate) fn adamw_element(
 }
 
 fn check_ids(op: &str, ids: &[i32], rows: usize) -> Result<()> {
-    if let Some((i, &bad)) = ids.iter().enumerate().find(|(_, &id)| id < 0 || id as usize >= rows) {
-        return Err(Error::shape(op, format!("id {bad} at position {i} is outside the table's {rows} rows")));
+    if let Some((i, &bad)) = ids
+        .iter()
+        .enumerate()
+        .find(|(_, &id)| id < 0 || id as usize >= rows)
+    {
+        return Err(Error::shape(
+            op,
+            format!("id {bad} at position {i} is outside the table's {rows} rows"),
+        ));
     }
     Ok(())
 }
 
 /// `[B·S, H·D] ↔ [B, H, S, D]`.
-fn permute_heads(op: &str, x: &Tensor, out: &mut Tensor, b: usize, s: usize, h: usize, split: bool) -> Result<()> {
+fn permute_heads(
+    op: &str,
+    x: &Tensor,
+    out: &mut Tensor,
+    b: usize,
+    s: usize,
+    h: usize,
+    split: bool,
+) -> Result<()> {
     let xs = f32s(op, "x", x)?;
     let os = f32s_mut(op, "out", out)?;
     let n = xs.len();
     check_len(op, "out", os.len(), n)?;
     if b * s * h == 0 || n % (b * s * h) != 0 {
-        return Err(Error::shape(op, format!("{n} elements do not split into B={b}, S={s}, H={h}")));
+        return Err(Error::shape(
+            op,
+            format!("{n} elements do not split into B={b}, S={s}, H={h}"),
+        ));
     }
     let d = n / (b * s * h);
     // Parallel over destination rows of length d.

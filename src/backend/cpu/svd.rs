@@ -2,7 +2,10 @@
 use crate::backend::*;
 use crate::error::{Error, Result};
 
-pub fn weighted_svd(problems: &[WeightedSvdProblem<'_>], opts: &WeightedSvdOptions) -> Result<Vec<WeightedSvdResult>> {
+pub fn weighted_svd(
+    problems: &[WeightedSvdProblem<'_>],
+    opts: &WeightedSvdOptions,
+) -> Result<Vec<WeightedSvdResult>> {
     let _ = (problems, opts);
     Err(Error::msg("weighted_svd: not implemented yet"))
 }

@@ -7,12 +7,107 @@ fn todo(op: &str) -> Error {
     Error::cuda(op, "not implemented yet")
 }
 
-pub(crate) fn movement_grads(be: &CudaBackend, w: &Tensor, g: &Tensor, mask: &Tensor, grad_w: &mut Tensor, scores: &mut Tensor, rule: ScoreRule) -> Result<()> { Err(todo("movement_grads")) }
-pub(crate) fn losparse_importance(be: &CudaBackend, s: &Tensor, grad_s: &Tensor, ipt: &mut Tensor, ibar: &mut Tensor, ubar: Option<&mut Tensor>, step: &ImportanceStep) -> Result<()> { Err(todo("losparse_importance")) }
-pub(crate) fn adamw_with_importance(be: &CudaBackend, s: &mut Tensor, grad_s: &Tensor, m: &mut Tensor, v: &mut Tensor, hp: &AdamWStep, ipt: &mut Tensor, ibar: &mut Tensor, ubar: Option<&mut Tensor>, step: &ImportanceStep) -> Result<()> { Err(todo("adamw_with_importance")) }
-pub(crate) fn topk_threshold(be: &CudaBackend, scores: &[&Tensor], k: usize, rule: TopkRule, scope: TopkScope, abs: bool) -> Result<TopkThreshold> { Err(todo("topk_threshold")) }
-pub(crate) fn topk_apply(be: &CudaBackend, scores: &[&Tensor], th: &TopkThreshold, masks: &mut [&mut Tensor], apply: &mut [&mut Tensor]) -> Result<usize> { Err(todo("topk_apply")) }
-pub(crate) fn sigmoid_mask(be: &CudaBackend, scores: &Tensor, tau: f32, mask: &mut Tensor, dscores: Option<&mut Tensor>, coef: f32) -> Result<usize> { Err(todo("sigmoid_mask")) }
-pub(crate) fn weighted_svd(be: &CudaBackend, problems: &[WeightedSvdProblem<'_>], opts: &WeightedSvdOptions) -> Result<Vec<WeightedSvdResult>> { Err(todo("weighted_svd")) }
-pub(crate) fn lowrank_sparse_forward(be: &CudaBackend, x: &Tensor, u: &Tensor, v: &Tensor, s: Option<&Tensor>, mask: Option<&Tensor>, bias: Option<&Tensor>, w_eff: &mut Tensor, y: &mut Tensor, precision: Precision) -> Result<()> { Err(todo("lowrank_sparse_forward")) }
-pub(crate) fn lowrank_sparse_backward(be: &CudaBackend, x: &Tensor, u: &Tensor, v: &Tensor, mask: Option<&Tensor>, w_eff: &Tensor, dy: &Tensor, dx: Option<&mut Tensor>, du: &mut Tensor, dv: &mut Tensor, ds: Option<&mut Tensor>, db: Option<&mut Tensor>, dw_scratch: &mut Tensor, precision: Precision) -> Result<()> { Err(todo("lowrank_sparse_backward")) }
+pub(crate) fn movement_grads(
+    be: &CudaBackend,
+    w: &Tensor,
+    g: &Tensor,
+    mask: &Tensor,
+    grad_w: &mut Tensor,
+    scores: &mut Tensor,
+    rule: ScoreRule,
+) -> Result<()> {
+    Err(todo("movement_grads"))
+}
+pub(crate) fn losparse_importance(
+    be: &CudaBackend,
+    s: &Tensor,
+    grad_s: &Tensor,
+    ipt: &mut Tensor,
+    ibar: &mut Tensor,
+    ubar: Option<&mut Tensor>,
+    step: &ImportanceStep,
+) -> Result<()> {
+    Err(todo("losparse_importance"))
+}
+pub(crate) fn adamw_with_importance(
+    be: &CudaBackend,
+    s: &mut Tensor,
+    grad_s: &Tensor,
+    m: &mut Tensor,
+    v: &mut Tensor,
+    hp: &AdamWStep,
+    ipt: &mut Tensor,
+    ibar: &mut Tensor,
+    ubar: Option<&mut Tensor>,
+    step: &ImportanceStep,
+) -> Result<()> {
+    Err(todo("adamw_with_importance"))
+}
+pub(crate) fn topk_threshold(
+    be: &CudaBackend,
+    scores: &[&Tensor],
+    k: usize,
+    rule: TopkRule,
+    scope: TopkScope,
+    abs: bool,
+) -> Result<TopkThreshold> {
+    Err(todo("topk_threshold"))
+}
+pub(crate) fn topk_apply(
+    be: &CudaBackend,
+    scores: &[&Tensor],
+    th: &TopkThreshold,
+    masks: &mut [&mut Tensor],
+    apply: &mut [&mut Tensor],
+) -> Result<usize> {
+    Err(todo("topk_apply"))
+}
+pub(crate) fn sigmoid_mask(
+    be: &CudaBackend,
+    scores: &Tensor,
+    tau: f32,
+    mask: &mut Tensor,
+    dscores: Option<&mut Tensor>,
+    coef: f32,
+) -> Result<usize> {
+    Err(todo("sigmoid_mask"))
+}
+pub(crate) fn weighted_svd(
+    be: &CudaBackend,
+    problems: &[WeightedSvdProblem<'_>],
+    opts: &WeightedSvdOptions,
+) -> Result<Vec<WeightedSvdResult>> {
+    Err(todo("weighted_svd"))
+}
+pub(crate) fn lowrank_sparse_forward(
+    be: &CudaBackend,
+    x: &Tensor,
+    u: &Tensor,
+    v: &Tensor,
+    s: Option<&Tensor>,
+    mask: Option<&Tensor>,
+    bias: Option<&Tensor>,
+    w_eff: &mut Tensor,
+    y: &mut Tensor,
+    precision: Precision,
+) -> Result<()> {
+    Err(todo("lowrank_sparse_forward"))
+}
+pub(crate) fn lowrank_sparse_backward(
+    be: &CudaBackend,
+    x: &Tensor,
+    u: &Tensor,
+    v: &Tensor,
+    mask: Option<&Tensor>,
+    w_eff: &Tensor,
+    dy: &Tensor,
+    dx: Option<&mut Tensor>,
+    du: &mut Tensor,
+    dv: &mut Tensor,
+    ds: Option<&mut Tensor>,
+    db: Option<&mut Tensor>,
+    dw_scratch: &mut Tensor,
+    precision: Precision,
+) -> Result<()> {
+    Err(todo("lowrank_sparse_backward"))
+}

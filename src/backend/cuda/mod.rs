@@ -20,8 +20,8 @@ use std::sync::{Arc, Mutex};
 
 use cudarc::cublas::CudaBlas;
 use cudarc::driver::{
-    CudaContext, CudaFunction, CudaModule, CudaSlice, CudaStream, DevicePtr, DevicePtrMut, LaunchConfig,
-    PushKernelArg,
+    CudaContext, CudaFunction, CudaModule, CudaSlice, CudaStream, DevicePtr, DevicePtrMut,
+    LaunchConfig, PushKernelArg,
 };
 use half::bf16;
 
@@ -93,13 +93,19 @@ impl CudaBackend {
     /// cuBLAS, or kernels compiled into this binary.
     pub fn new(ordinal: usize) -> Result<CudaBackend> {
         if crate::kernels::NVCC_VERSION.is_none() {
-            return Err(Error::cuda("CudaBackend::new", crate::kernels::NVCC_MISSING));
+            return Err(Error::cuda(
+                "CudaBackend::new",
+                crate::kernels::NVCC_MISSING,
+            ));
         }
         let info = crate::device::probe_cuda()?;
         if ordinal >= info.device_count {
             return Err(Error::cuda(
                 "CudaBackend::new",
-                format!("device {ordinal} requested but only {} present", info.device_count),
+                format!(
+                    "device {ordinal} requested but only {} present",
+                    info.device_count
+                ),
             ));
         }
         // SAFETY: only dlopen-probes libcublas.
@@ -114,7 +120,9 @@ impl CudaBackend {
         // events would only add cost.
         // SAFETY: called before any buffer is allocated in this context.
         unsafe { ctx.disable_event_tracking() };
-        let stream = ctx.new_stream().map_err(|e| Error::cuda("cuStreamCreate", e))?;
+        let stream = ctx
+            .new_stream()
+            .map_err(|e| Error::cuda("cuStreamCreate", e))?;
         let blas = CudaBlas::new(stream.clone()).map_err(|e| Error::cuda("cublasCreate", e))?;
         let mut modules = HashMap::new();
         for (name, image) in crate::kernels::FATBINS {
@@ -124,7 +132,9 @@ impl CudaBackend {
             modules.insert(*name, module);
         }
         let sm_count = ctx
-            .attribute(cudarc::driver::sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT)
+            .attribute(
+                cudarc::driver::sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT,
+            )
             .map_err(|e| Error::cuda("cuDeviceGetAttribute", e))? as u32;
         Ok(CudaBackend {
             ctx,
@@ -138,16 +148,24 @@ impl CudaBackend {
     }
 
     /// The kernel `name` of `kernels/<module>.cu` (cached).
-    pub(crate) fn function(&self, module: &'static str, name: &'static str) -> Result<CudaFunction> {
+    pub(crate) fn function(
+        &self,
+        module: &'static str,
+        name: &'static str,
+    ) -> Result<CudaFunction> {
         let mut cache = self.functions.lock().expect("function cache poisoned");
         if let Some(f) = cache.get(&(module, name)) {
             return Ok(f.clone());
         }
-        let m = self
-            .modules
-            .get(module)
-            .ok_or_else(|| Error::cuda(name, format!("no kernel module kernels/{module}.cu in this binary")))?;
-        let f = m.load_function(name).map_err(|e| Error::cuda(format!("loading kernel {module}::{name}"), e))?;
+        let m = self.modules.get(module).ok_or_else(|| {
+            Error::cuda(
+                name,
+                format!("no kernel module kernels/{module}.cu in this binary"),
+            )
+        })?;
+        let f = m
+            .load_function(name)
+            .map_err(|e| Error::cuda(format!("loading kernel {module}::{name}"), e))?;
         cache.insert((module, name), f.clone());
         Ok(f)
     }
@@ -183,7 +201,11 @@ impl CudaBackend {
     /// A 1-D launch of `n` threads in blocks of `block`.
     pub(crate) fn grid_1d(n: usize, block: u32) -> LaunchConfig {
         let blocks = (n as u64).div_ceil(block as u64).clamp(1, i32::MAX as u64) as u32;
-        LaunchConfig { grid_dim: (blocks, 1, 1), block_dim: (block, 1, 1), shared_mem_bytes: 0 }
+        LaunchConfig {
+            grid_dim: (blocks, 1, 1),
+            block_dim: (block, 1, 1),
+            shared_mem_bytes: 0,
+        }
     }
 
     /// Allocates a device buffer of `n` elements (uninitialised).
@@ -194,19 +216,43 @@ impl CudaBackend {
         let cap = n.max(1);
         let data = unsafe {
             match dtype {
-                DType::F32 => CudaData::F32(self.stream.alloc::<f32>(cap).map_err(|e| Error::cuda(op, e))?),
-                DType::Bf16 => CudaData::Bf16(self.stream.alloc::<bf16>(cap).map_err(|e| Error::cuda(op, e))?),
-                DType::U8 => CudaData::U8(self.stream.alloc::<u8>(cap).map_err(|e| Error::cuda(op, e))?),
-                DType::I32 => CudaData::I32(self.stream.alloc::<i32>(cap).map_err(|e| Error::cuda(op, e))?),
+                DType::F32 => CudaData::F32(
+                    self.stream
+                        .alloc::<f32>(cap)
+                        .map_err(|e| Error::cuda(op, e))?,
+                ),
+                DType::Bf16 => CudaData::Bf16(
+                    self.stream
+                        .alloc::<bf16>(cap)
+                        .map_err(|e| Error::cuda(op, e))?,
+                ),
+                DType::U8 => CudaData::U8(
+                    self.stream
+                        .alloc::<u8>(cap)
+                        .map_err(|e| Error::cuda(op, e))?,
+                ),
+                DType::I32 => CudaData::I32(
+                    self.stream
+                        .alloc::<i32>(cap)
+                        .map_err(|e| Error::cuda(op, e))?,
+                ),
             }
         };
         Ok(CudaStorage { data, len: n })
     }
 
-    pub(crate) fn storage<'a>(&self, op: &str, name: &str, t: &'a Tensor) -> Result<&'a CudaStorage> {
+    pub(crate) fn storage<'a>(
+        &self,
+        op: &str,
+        name: &str,
+        t: &'a Tensor,
+    ) -> Result<&'a CudaStorage> {
         match t.storage() {
             Storage::Cuda(s) => Ok(s),
-            Storage::Cpu(_) => Err(Error::shape(op, format!("{name} is on the CPU, expected a CUDA tensor"))),
+            Storage::Cpu(_) => Err(Error::shape(
+                op,
+                format!("{name} is on the CPU, expected a CUDA tensor"),
+            )),
         }
     }
 
@@ -215,18 +261,30 @@ impl CudaBackend {
     pub(crate) fn ptr(&self, op: &str, name: &str, t: &Tensor, dtype: DType) -> Result<u64> {
         let s = self.storage(op, name, t)?;
         if s.dtype() != dtype {
-            return Err(Error::shape(op, format!("{name} is {:?}, expected {dtype:?}", s.dtype())));
+            return Err(Error::shape(
+                op,
+                format!("{name} is {:?}, expected {dtype:?}", s.dtype()),
+            ));
         }
         Ok(self.raw_ptr(s))
     }
 
     /// Like [`CudaBackend::ptr`] for an output.
-    pub(crate) fn ptr_mut(&self, op: &str, name: &str, t: &mut Tensor, dtype: DType) -> Result<u64> {
+    pub(crate) fn ptr_mut(
+        &self,
+        op: &str,
+        name: &str,
+        t: &mut Tensor,
+        dtype: DType,
+    ) -> Result<u64> {
         let stream = self.stream.clone();
         match t.storage_mut() {
             Storage::Cuda(s) => {
                 if s.dtype() != dtype {
-                    return Err(Error::shape(op, format!("{name} is {:?}, expected {dtype:?}", s.dtype())));
+                    return Err(Error::shape(
+                        op,
+                        format!("{name} is {:?}, expected {dtype:?}", s.dtype()),
+                    ));
                 }
                 Ok(match &mut s.data {
                     CudaData::F32(x) => x.device_ptr_mut(&stream).0,
@@ -235,7 +293,10 @@ impl CudaBackend {
                     CudaData::I32(x) => x.device_ptr_mut(&stream).0,
                 })
             }
-            Storage::Cpu(_) => Err(Error::shape(op, format!("{name} is on the CPU, expected a CUDA tensor"))),
+            Storage::Cpu(_) => Err(Error::shape(
+                op,
+                format!("{name} is on the CPU, expected a CUDA tensor"),
+            )),
         }
     }
 

@@ -52,12 +52,21 @@ impl Backend for CudaBackend {
     fn from_f32(&self, data: &[f32], shape: &[usize]) -> Result<Tensor> {
         let mut t = self.new_tensor(shape, DType::F32)?;
         if data.len() != t.numel() {
-            return Err(Error::shape("from_f32", format!("{} values for shape {shape:?}", data.len())));
+            return Err(Error::shape(
+                "from_f32",
+                format!("{} values for shape {shape:?}", data.len()),
+            ));
         }
-        if let Storage::Cuda(CudaStorage { data: CudaData::F32(x), .. }) = t.storage_mut() {
+        if let Storage::Cuda(CudaStorage {
+            data: CudaData::F32(x),
+            ..
+        }) = t.storage_mut()
+        {
             if !data.is_empty() {
                 let mut view = x.slice_mut(0..data.len());
-                self.stream.memcpy_htod(data, &mut view).map_err(|e| Error::cuda("cuMemcpyHtoD", e))?;
+                self.stream
+                    .memcpy_htod(data, &mut view)
+                    .map_err(|e| Error::cuda("cuMemcpyHtoD", e))?;
             }
         }
         Ok(t)
@@ -66,12 +75,21 @@ impl Backend for CudaBackend {
     fn from_u8(&self, data: &[u8], shape: &[usize]) -> Result<Tensor> {
         let mut t = self.new_tensor(shape, DType::U8)?;
         if data.len() != t.numel() {
-            return Err(Error::shape("from_u8", format!("{} values for shape {shape:?}", data.len())));
+            return Err(Error::shape(
+                "from_u8",
+                format!("{} values for shape {shape:?}", data.len()),
+            ));
         }
-        if let Storage::Cuda(CudaStorage { data: CudaData::U8(x), .. }) = t.storage_mut() {
+        if let Storage::Cuda(CudaStorage {
+            data: CudaData::U8(x),
+            ..
+        }) = t.storage_mut()
+        {
             if !data.is_empty() {
                 let mut view = x.slice_mut(0..data.len());
-                self.stream.memcpy_htod(data, &mut view).map_err(|e| Error::cuda("cuMemcpyHtoD", e))?;
+                self.stream
+                    .memcpy_htod(data, &mut view)
+                    .map_err(|e| Error::cuda("cuMemcpyHtoD", e))?;
             }
         }
         Ok(t)
@@ -80,12 +98,21 @@ impl Backend for CudaBackend {
     fn from_i32(&self, data: &[i32], shape: &[usize]) -> Result<Tensor> {
         let mut t = self.new_tensor(shape, DType::I32)?;
         if data.len() != t.numel() {
-            return Err(Error::shape("from_i32", format!("{} values for shape {shape:?}", data.len())));
+            return Err(Error::shape(
+                "from_i32",
+                format!("{} values for shape {shape:?}", data.len()),
+            ));
         }
-        if let Storage::Cuda(CudaStorage { data: CudaData::I32(x), .. }) = t.storage_mut() {
+        if let Storage::Cuda(CudaStorage {
+            data: CudaData::I32(x),
+            ..
+        }) = t.storage_mut()
+        {
             if !data.is_empty() {
                 let mut view = x.slice_mut(0..data.len());
-                self.stream.memcpy_htod(data, &mut view).map_err(|e| Error::cuda("cuMemcpyHtoD", e))?;
+                self.stream
+                    .memcpy_htod(data, &mut view)
+                    .map_err(|e| Error::cuda("cuMemcpyHtoD", e))?;
             }
         }
         Ok(t)
@@ -98,7 +125,9 @@ impl Backend for CudaBackend {
             CudaData::F32(x) => {
                 let mut out = vec![0.0f32; n];
                 if n > 0 {
-                    self.stream.memcpy_dtoh(&x.slice(0..n), &mut out).map_err(|e| Error::cuda("cuMemcpyDtoH", e))?;
+                    self.stream
+                        .memcpy_dtoh(&x.slice(0..n), &mut out)
+                        .map_err(|e| Error::cuda("cuMemcpyDtoH", e))?;
                 }
                 self.synchronize()?;
                 Ok(out)
@@ -106,7 +135,9 @@ impl Backend for CudaBackend {
             CudaData::Bf16(x) => {
                 let mut out = vec![bf16::ZERO; n];
                 if n > 0 {
-                    self.stream.memcpy_dtoh(&x.slice(0..n), &mut out).map_err(|e| Error::cuda("cuMemcpyDtoH", e))?;
+                    self.stream
+                        .memcpy_dtoh(&x.slice(0..n), &mut out)
+                        .map_err(|e| Error::cuda("cuMemcpyDtoH", e))?;
                 }
                 self.synchronize()?;
                 Ok(out.iter().map(|v| v.to_f32()).collect())
@@ -122,7 +153,9 @@ impl Backend for CudaBackend {
         };
         let mut out = vec![0u8; s.len];
         if s.len > 0 {
-            self.stream.memcpy_dtoh(&x.slice(0..s.len), &mut out).map_err(|e| Error::cuda("cuMemcpyDtoH", e))?;
+            self.stream
+                .memcpy_dtoh(&x.slice(0..s.len), &mut out)
+                .map_err(|e| Error::cuda("cuMemcpyDtoH", e))?;
         }
         self.synchronize()?;
         Ok(out)
@@ -135,7 +168,9 @@ impl Backend for CudaBackend {
         };
         let mut out = vec![0i32; s.len];
         if s.len > 0 {
-            self.stream.memcpy_dtoh(&x.slice(0..s.len), &mut out).map_err(|e| Error::cuda("cuMemcpyDtoH", e))?;
+            self.stream
+                .memcpy_dtoh(&x.slice(0..s.len), &mut out)
+                .map_err(|e| Error::cuda("cuMemcpyDtoH", e))?;
         }
         self.synchronize()?;
         Ok(out)
@@ -144,7 +179,10 @@ impl Backend for CudaBackend {
     fn copy(&self, src: &Tensor, dst: &mut Tensor) -> Result<()> {
         same_numel("copy", &[("src", src), ("dst", dst)])?;
         if src.dtype() != dst.dtype() {
-            return Err(Error::shape("copy", format!("dtype {:?} -> {:?}", src.dtype(), dst.dtype())));
+            return Err(Error::shape(
+                "copy",
+                format!("dtype {:?} -> {:?}", src.dtype(), dst.dtype()),
+            ));
         }
         let n = src.numel();
         if n == 0 {
@@ -156,10 +194,18 @@ impl Backend for CudaBackend {
             return Err(Error::shape("copy", "dst is on the CPU"));
         };
         let r = match (&s.data, &mut d.data) {
-            (CudaData::F32(a), CudaData::F32(b)) => stream.memcpy_dtod(&a.slice(0..n), &mut b.slice_mut(0..n)),
-            (CudaData::Bf16(a), CudaData::Bf16(b)) => stream.memcpy_dtod(&a.slice(0..n), &mut b.slice_mut(0..n)),
-            (CudaData::U8(a), CudaData::U8(b)) => stream.memcpy_dtod(&a.slice(0..n), &mut b.slice_mut(0..n)),
-            (CudaData::I32(a), CudaData::I32(b)) => stream.memcpy_dtod(&a.slice(0..n), &mut b.slice_mut(0..n)),
+            (CudaData::F32(a), CudaData::F32(b)) => {
+                stream.memcpy_dtod(&a.slice(0..n), &mut b.slice_mut(0..n))
+            }
+            (CudaData::Bf16(a), CudaData::Bf16(b)) => {
+                stream.memcpy_dtod(&a.slice(0..n), &mut b.slice_mut(0..n))
+            }
+            (CudaData::U8(a), CudaData::U8(b)) => {
+                stream.memcpy_dtod(&a.slice(0..n), &mut b.slice_mut(0..n))
+            }
+            (CudaData::I32(a), CudaData::I32(b)) => {
+                stream.memcpy_dtod(&a.slice(0..n), &mut b.slice_mut(0..n))
+            }
             _ => unreachable!("dtypes checked above"),
         };
         r.map_err(|e| Error::cuda("cuMemcpyDtoD", e))
@@ -174,7 +220,9 @@ impl Backend for CudaBackend {
     }
 
     fn synchronize(&self) -> Result<()> {
-        self.stream.synchronize().map_err(|e| Error::cuda("cuStreamSynchronize", e))
+        self.stream
+            .synchronize()
+            .map_err(|e| Error::cuda("cuStreamSynchronize", e))
     }
 
     fn gemm(&self, g: &Gemm, a: &Tensor, b: &Tensor, c: &mut Tensor) -> Result<()> {
@@ -185,14 +233,31 @@ impl Backend for CudaBackend {
         if g.m == 0 || g.n == 0 || g.batch == 0 {
             return Ok(());
         }
-        for (name, v) in [("m", g.m), ("n", g.n), ("k", g.k), ("lda", g.lda), ("ldb", g.ldb), ("ldc", g.ldc), ("batch", g.batch)] {
+        for (name, v) in [
+            ("m", g.m),
+            ("n", g.n),
+            ("k", g.k),
+            ("lda", g.lda),
+            ("ldb", g.ldb),
+            ("ldc", g.ldc),
+            ("batch", g.batch),
+        ] {
             if v > i32::MAX as usize {
-                return Err(Error::shape("gemm", format!("{name} = {v} exceeds cuBLAS's int range")));
+                return Err(Error::shape(
+                    "gemm",
+                    format!("{name} = {v} exceeds cuBLAS's int range"),
+                ));
             }
         }
         // Row-major C = op(A)·op(B) is column-major Cᵀ = op(B)ᵀ·op(A)ᵀ: swap
         // the operands; each row-major buffer read column-major is its transpose.
-        let op = |t: bool| if t { cublasOperation_t::CUBLAS_OP_T } else { cublasOperation_t::CUBLAS_OP_N };
+        let op = |t: bool| {
+            if t {
+                cublasOperation_t::CUBLAS_OP_T
+            } else {
+                cublasOperation_t::CUBLAS_OP_N
+            }
+        };
         let (a16, b16);
         let (pa, pb, in_type, elem, compute) = match g.precision {
             Precision::F32 | Precision::Tf32 => (
@@ -250,56 +315,237 @@ impl Backend for CudaBackend {
                 cublasGemmAlgo_t::CUBLAS_GEMM_DEFAULT,
             )
         }
-        .map_err(|e| Error::cuda(format!("cublasGemmStridedBatchedEx {}x{}x{} batch {}", g.m, g.n, g.k, g.batch), e))
+        .map_err(|e| {
+            Error::cuda(
+                format!(
+                    "cublasGemmStridedBatchedEx {}x{}x{} batch {}",
+                    g.m, g.n, g.k, g.batch
+                ),
+                e,
+            )
+        })
     }
 
-    fn axpby(&self, alpha: f32, x: &Tensor, beta: f32, y: &mut Tensor) -> Result<()> { Err(todo("axpby")) }
-    fn scale(&self, t: &mut Tensor, alpha: f32) -> Result<()> { Err(todo("scale")) }
-    fn mul_mask(&self, x: &Tensor, mask: &Tensor, out: &mut Tensor) -> Result<()> { Err(todo("mul_mask")) }
-    fn add_row_bias(&self, y: &mut Tensor, bias: &Tensor) -> Result<()> { Err(todo("add_row_bias")) }
-    fn col_sum(&self, x: &Tensor, out: &mut Tensor, accumulate: bool) -> Result<()> { Err(todo("col_sum")) }
-    fn gelu(&self, x: &Tensor, y: &mut Tensor) -> Result<()> { Err(todo("gelu")) }
-    fn gelu_backward(&self, x: &Tensor, dy: &Tensor, dx: &mut Tensor) -> Result<()> { Err(todo("gelu_backward")) }
-    fn tanh(&self, x: &Tensor, y: &mut Tensor) -> Result<()> { Err(todo("tanh")) }
-    fn tanh_backward(&self, y: &Tensor, dy: &Tensor, dx: &mut Tensor) -> Result<()> { Err(todo("tanh_backward")) }
-    fn dropout(&self, x: &Tensor, y: &mut Tensor, p: f32, seed: u64, stream: u64) -> Result<()> { Err(todo("dropout")) }
-    fn layer_norm(&self, x: &Tensor, gamma: &Tensor, beta: &Tensor, eps: f32, y: &mut Tensor, mean: &mut Tensor, rstd: &mut Tensor) -> Result<()> { Err(todo("layer_norm")) }
-    fn layer_norm_backward(&self, dy: &Tensor, x: &Tensor, gamma: &Tensor, mean: &Tensor, rstd: &Tensor, dx: &mut Tensor, dgamma: &mut Tensor, dbeta: &mut Tensor) -> Result<()> { Err(todo("layer_norm_backward")) }
-    fn split_heads(&self, x: &Tensor, out: &mut Tensor, batch: usize, seq: usize, heads: usize) -> Result<()> { Err(todo("split_heads")) }
-    fn merge_heads(&self, x: &Tensor, out: &mut Tensor, batch: usize, seq: usize, heads: usize) -> Result<()> { Err(todo("merge_heads")) }
-    fn attention_softmax(&self, scores: &mut Tensor, key_mask: &Tensor, heads: usize, scale: f32) -> Result<()> { Err(todo("attention_softmax")) }
-    fn softmax_backward(&self, probs: &Tensor, dprobs: &mut Tensor, scale: f32) -> Result<()> { Err(todo("softmax_backward")) }
-    fn gather_rows(&self, table: &Tensor, ids: &Tensor, out: &mut Tensor, accumulate: bool) -> Result<()> { Err(todo("gather_rows")) }
-    fn scatter_add_rows(&self, d: &Tensor, ids: &Tensor, table_grad: &mut Tensor) -> Result<()> { Err(todo("scatter_add_rows")) }
-    fn copy_rows(&self, src: &Tensor, dst: &mut Tensor, spec: &RowCopy) -> Result<()> { Err(todo("copy_rows")) }
-    fn sum_squares(&self, x: &Tensor) -> Result<f64> { Err(todo("sum_squares")) }
-    fn adamw(&self, p: &mut Tensor, g: &Tensor, m: &mut Tensor, v: &mut Tensor, hp: &AdamWStep) -> Result<()> { Err(todo("adamw")) }
+    fn axpby(&self, alpha: f32, x: &Tensor, beta: f32, y: &mut Tensor) -> Result<()> {
+        Err(todo("axpby"))
+    }
+    fn scale(&self, t: &mut Tensor, alpha: f32) -> Result<()> {
+        Err(todo("scale"))
+    }
+    fn mul_mask(&self, x: &Tensor, mask: &Tensor, out: &mut Tensor) -> Result<()> {
+        Err(todo("mul_mask"))
+    }
+    fn add_row_bias(&self, y: &mut Tensor, bias: &Tensor) -> Result<()> {
+        Err(todo("add_row_bias"))
+    }
+    fn col_sum(&self, x: &Tensor, out: &mut Tensor, accumulate: bool) -> Result<()> {
+        Err(todo("col_sum"))
+    }
+    fn gelu(&self, x: &Tensor, y: &mut Tensor) -> Result<()> {
+        Err(todo("gelu"))
+    }
+    fn gelu_backward(&self, x: &Tensor, dy: &Tensor, dx: &mut Tensor) -> Result<()> {
+        Err(todo("gelu_backward"))
+    }
+    fn tanh(&self, x: &Tensor, y: &mut Tensor) -> Result<()> {
+        Err(todo("tanh"))
+    }
+    fn tanh_backward(&self, y: &Tensor, dy: &Tensor, dx: &mut Tensor) -> Result<()> {
+        Err(todo("tanh_backward"))
+    }
+    fn dropout(&self, x: &Tensor, y: &mut Tensor, p: f32, seed: u64, stream: u64) -> Result<()> {
+        Err(todo("dropout"))
+    }
+    fn layer_norm(
+        &self,
+        x: &Tensor,
+        gamma: &Tensor,
+        beta: &Tensor,
+        eps: f32,
+        y: &mut Tensor,
+        mean: &mut Tensor,
+        rstd: &mut Tensor,
+    ) -> Result<()> {
+        Err(todo("layer_norm"))
+    }
+    fn layer_norm_backward(
+        &self,
+        dy: &Tensor,
+        x: &Tensor,
+        gamma: &Tensor,
+        mean: &Tensor,
+        rstd: &Tensor,
+        dx: &mut Tensor,
+        dgamma: &mut Tensor,
+        dbeta: &mut Tensor,
+    ) -> Result<()> {
+        Err(todo("layer_norm_backward"))
+    }
+    fn split_heads(
+        &self,
+        x: &Tensor,
+        out: &mut Tensor,
+        batch: usize,
+        seq: usize,
+        heads: usize,
+    ) -> Result<()> {
+        Err(todo("split_heads"))
+    }
+    fn merge_heads(
+        &self,
+        x: &Tensor,
+        out: &mut Tensor,
+        batch: usize,
+        seq: usize,
+        heads: usize,
+    ) -> Result<()> {
+        Err(todo("merge_heads"))
+    }
+    fn attention_softmax(
+        &self,
+        scores: &mut Tensor,
+        key_mask: &Tensor,
+        heads: usize,
+        scale: f32,
+    ) -> Result<()> {
+        Err(todo("attention_softmax"))
+    }
+    fn softmax_backward(&self, probs: &Tensor, dprobs: &mut Tensor, scale: f32) -> Result<()> {
+        Err(todo("softmax_backward"))
+    }
+    fn gather_rows(
+        &self,
+        table: &Tensor,
+        ids: &Tensor,
+        out: &mut Tensor,
+        accumulate: bool,
+    ) -> Result<()> {
+        Err(todo("gather_rows"))
+    }
+    fn scatter_add_rows(&self, d: &Tensor, ids: &Tensor, table_grad: &mut Tensor) -> Result<()> {
+        Err(todo("scatter_add_rows"))
+    }
+    fn copy_rows(&self, src: &Tensor, dst: &mut Tensor, spec: &RowCopy) -> Result<()> {
+        Err(todo("copy_rows"))
+    }
+    fn sum_squares(&self, x: &Tensor) -> Result<f64> {
+        Err(todo("sum_squares"))
+    }
+    fn adamw(
+        &self,
+        p: &mut Tensor,
+        g: &Tensor,
+        m: &mut Tensor,
+        v: &mut Tensor,
+        hp: &AdamWStep,
+    ) -> Result<()> {
+        Err(todo("adamw"))
+    }
 
-    fn movement_grads(&self, w: &Tensor, grad_wprime: &Tensor, mask: &Tensor, grad_w: &mut Tensor, scores: &mut Tensor, rule: ScoreRule) -> Result<()> {
+    fn movement_grads(
+        &self,
+        w: &Tensor,
+        grad_wprime: &Tensor,
+        mask: &Tensor,
+        grad_w: &mut Tensor,
+        scores: &mut Tensor,
+        rule: ScoreRule,
+    ) -> Result<()> {
         compress::movement_grads(self, w, grad_wprime, mask, grad_w, scores, rule)
     }
-    fn losparse_importance(&self, s: &Tensor, grad_s: &Tensor, ipt: &mut Tensor, ibar: &mut Tensor, ubar: Option<&mut Tensor>, step: &ImportanceStep) -> Result<()> {
+    fn losparse_importance(
+        &self,
+        s: &Tensor,
+        grad_s: &Tensor,
+        ipt: &mut Tensor,
+        ibar: &mut Tensor,
+        ubar: Option<&mut Tensor>,
+        step: &ImportanceStep,
+    ) -> Result<()> {
         compress::losparse_importance(self, s, grad_s, ipt, ibar, ubar, step)
     }
-    fn adamw_with_importance(&self, s: &mut Tensor, grad_s: &Tensor, m: &mut Tensor, v: &mut Tensor, hp: &AdamWStep, ipt: &mut Tensor, ibar: &mut Tensor, ubar: Option<&mut Tensor>, step: &ImportanceStep) -> Result<()> {
+    fn adamw_with_importance(
+        &self,
+        s: &mut Tensor,
+        grad_s: &Tensor,
+        m: &mut Tensor,
+        v: &mut Tensor,
+        hp: &AdamWStep,
+        ipt: &mut Tensor,
+        ibar: &mut Tensor,
+        ubar: Option<&mut Tensor>,
+        step: &ImportanceStep,
+    ) -> Result<()> {
         compress::adamw_with_importance(self, s, grad_s, m, v, hp, ipt, ibar, ubar, step)
     }
-    fn topk_threshold(&self, scores: &[&Tensor], k: usize, rule: TopkRule, scope: TopkScope, abs: bool) -> Result<TopkThreshold> {
+    fn topk_threshold(
+        &self,
+        scores: &[&Tensor],
+        k: usize,
+        rule: TopkRule,
+        scope: TopkScope,
+        abs: bool,
+    ) -> Result<TopkThreshold> {
         compress::topk_threshold(self, scores, k, rule, scope, abs)
     }
-    fn topk_apply(&self, scores: &[&Tensor], th: &TopkThreshold, masks: &mut [&mut Tensor], apply: &mut [&mut Tensor]) -> Result<usize> {
+    fn topk_apply(
+        &self,
+        scores: &[&Tensor],
+        th: &TopkThreshold,
+        masks: &mut [&mut Tensor],
+        apply: &mut [&mut Tensor],
+    ) -> Result<usize> {
         compress::topk_apply(self, scores, th, masks, apply)
     }
-    fn sigmoid_mask(&self, scores: &Tensor, tau: f32, mask: &mut Tensor, dscores: Option<&mut Tensor>, l1_grad_coef: f32) -> Result<usize> {
+    fn sigmoid_mask(
+        &self,
+        scores: &Tensor,
+        tau: f32,
+        mask: &mut Tensor,
+        dscores: Option<&mut Tensor>,
+        l1_grad_coef: f32,
+    ) -> Result<usize> {
         compress::sigmoid_mask(self, scores, tau, mask, dscores, l1_grad_coef)
     }
-    fn weighted_svd(&self, problems: &[WeightedSvdProblem<'_>], opts: &WeightedSvdOptions) -> Result<Vec<WeightedSvdResult>> {
+    fn weighted_svd(
+        &self,
+        problems: &[WeightedSvdProblem<'_>],
+        opts: &WeightedSvdOptions,
+    ) -> Result<Vec<WeightedSvdResult>> {
         compress::weighted_svd(self, problems, opts)
     }
-    fn lowrank_sparse_forward(&self, x: &Tensor, u: &Tensor, v: &Tensor, s: Option<&Tensor>, mask: Option<&Tensor>, bias: Option<&Tensor>, w_eff: &mut Tensor, y: &mut Tensor, precision: Precision) -> Result<()> {
+    fn lowrank_sparse_forward(
+        &self,
+        x: &Tensor,
+        u: &Tensor,
+        v: &Tensor,
+        s: Option<&Tensor>,
+        mask: Option<&Tensor>,
+        bias: Option<&Tensor>,
+        w_eff: &mut Tensor,
+        y: &mut Tensor,
+        precision: Precision,
+    ) -> Result<()> {
         compress::lowrank_sparse_forward(self, x, u, v, s, mask, bias, w_eff, y, precision)
     }
-    fn lowrank_sparse_backward(&self, x: &Tensor, u: &Tensor, v: &Tensor, mask: Option<&Tensor>, w_eff: &Tensor, dy: &Tensor, dx: Option<&mut Tensor>, du: &mut Tensor, dv: &mut Tensor, ds: Option<&mut Tensor>, db: Option<&mut Tensor>, dw_scratch: &mut Tensor, precision: Precision) -> Result<()> {
-        compress::lowrank_sparse_backward(self, x, u, v, mask, w_eff, dy, dx, du, dv, ds, db, dw_scratch, precision)
+    fn lowrank_sparse_backward(
+        &self,
+        x: &Tensor,
+        u: &Tensor,
+        v: &Tensor,
+        mask: Option<&Tensor>,
+        w_eff: &Tensor,
+        dy: &Tensor,
+        dx: Option<&mut Tensor>,
+        du: &mut Tensor,
+        dv: &mut Tensor,
+        ds: Option<&mut Tensor>,
+        db: Option<&mut Tensor>,
+        dw_scratch: &mut Tensor,
+        precision: Precision,
+    ) -> Result<()> {
+        compress::lowrank_sparse_backward(
+            self, x, u, v, mask, w_eff, dy, dx, du, dv, ds, db, dw_scratch, precision,
+        )
     }
 }
