@@ -1,1 +1,7 @@
-//! (being written)
+//! Training: AdamW, schedules, the trainer loop, checkpoints, metrics, logs.
+
+pub mod checkpoint;
+pub mod log;
+pub mod optimizer;
+pub mod schedule;
+pub mod trainer;

@@ -1,0 +1,96 @@
+//! AdamW over every trainable parameter (SPEC §1): decoupled weight decay,
+//! none on biases and LayerNorm weights, gradient-norm clipping, and separate
+//! settings for movement-pruning scores.
+
+use serde::{Deserialize, Serialize};
+
+use crate::backend::{AdamWStep, Backend};
+use crate::error::Result;
+use crate::model::param::{Param, ParamGroup};
+use crate::model::Bert;
+
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct AdamWConfig {
+    pub lr: f32,
+    pub beta1: f32,
+    pub beta2: f32,
+    pub eps: f32,
+    pub weight_decay: f32,
+    /// Learning rate of movement scores (no weight decay), SPEC §2.
+    pub score_lr: f32,
+    /// Global gradient-norm clip (0 = off).
+    pub max_grad_norm: f32,
+}
+
+impl Default for AdamWConfig {
+    fn default() -> Self {
+        AdamWConfig {
+            lr: 2e-5,
+            beta1: 0.9,
+            beta2: 0.999,
+            eps: 1e-8,
+            weight_decay: 0.01,
+            score_lr: 1e-2,
+            max_grad_norm: 1.0,
+        }
+    }
+}
+
+/// Global L2 norm of the gradients of one group's trainable parameters
+/// (fixed order, deterministic).
+pub fn grad_norm(be: &dyn Backend, model: &mut Bert, group: ParamGroup) -> Result<f64> {
+    let mut total = 0.0f64;
+    model.visit_params(&mut |p| {
+        if !p.frozen && p.group == group {
+            total += be.sum_squares(&p.grad)?;
+        }
+        Ok(())
+    })?;
+    Ok(total.sqrt())
+}
+
+/// The clip factor of `torch.nn.utils.clip_grad_norm_`: `min(1, max / (norm + 1e-6))`.
+pub fn clip_factor(norm: f64, max_norm: f32) -> f32 {
+    if max_norm <= 0.0 {
+        return 1.0;
+    }
+    (max_norm as f64 / (norm + 1e-6)).min(1.0) as f32
+}
+
+/// The AdamW hyper-parameters of one parameter at this step: the group's
+/// learning rate (`lr` for weights, `score_lr` for scores) and weight decay.
+pub fn step_params(
+    cfg: &AdamWConfig,
+    p: &Param,
+    step: u64,
+    lr: f32,
+    score_lr: f32,
+    grad_scale: f32,
+) -> AdamWStep {
+    let (lr, wd) = match p.group {
+        ParamGroup::Weights => (lr, if p.decay { cfg.weight_decay } else { 0.0 }),
+        ParamGroup::Scores => (score_lr, 0.0),
+    };
+    AdamWStep {
+        lr,
+        beta1: cfg.beta1,
+        beta2: cfg.beta2,
+        eps: cfg.eps,
+        weight_decay: wd,
+        step,
+        grad_scale,
+    }
+}
+
+/// One AdamW update of a parameter (moments allocated on first use).
+pub fn adamw_param(be: &dyn Backend, p: &mut Param, hp: &AdamWStep) -> Result<()> {
+    if p.frozen {
+        return Ok(());
+    }
+    p.adam_state(be)?;
+    let Param {
+        value, grad, adam, ..
+    } = p;
+    let (m, v) = adam.as_mut().expect("allocated by adam_state");
+    be.adamw(value, grad, m, v, hp)
+}

@@ -1,0 +1,408 @@
+//! The training loop shared by fine-tuning and every compression method:
+//! micro-batches with gradient accumulation, host-side losses, AdamW with
+//! clipping and a linear schedule, periodic evaluation with best-model
+//! keeping, atomic checkpoints with everything needed for a bit-identical
+//! resume, a progress bar and a JSON-lines log. Compression methods plug in
+//! through [`TrainHooks`].
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+
+use crate::backend::{Backend, Precision, Tensor};
+use crate::data::{Batch, Labels};
+use crate::error::{Error, Result, ResultExt};
+use crate::model::loss::{self, LossGrad};
+use crate::model::{Bert, StepCtx};
+use crate::train::checkpoint::{self, TrainerState};
+use crate::train::log::RunLog;
+use crate::train::optimizer::{adamw_param, clip_factor, step_params, AdamWConfig};
+use crate::train::schedule::LinearSchedule;
+
+/// An endless, resumable stream of training batches.
+pub trait BatchSource {
+    fn next_batch(&mut self) -> Result<Batch>;
+    /// `(epoch, position)` of the next batch.
+    fn cursor(&self) -> (u64, u64);
+    fn set_cursor(&mut self, epoch: u64, position: u64) -> Result<()>;
+}
+
+/// Evaluation results: named metrics (the first one named in `main` decides
+/// the best checkpoint) and the mean loss when labels were present.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct EvalResult {
+    pub metrics: Vec<(String, f64)>,
+    pub loss: Option<f64>,
+    pub main: String,
+}
+
+impl EvalResult {
+    pub fn main_value(&self) -> Option<f64> {
+        self.metrics
+            .iter()
+            .find(|(k, _)| *k == self.main)
+            .map(|(_, v)| *v)
+    }
+    pub fn to_json(&self) -> Value {
+        let mut m = serde_json::Map::new();
+        for (k, v) in &self.metrics {
+            m.insert(k.clone(), json!(v));
+        }
+        if let Some(l) = self.loss {
+            m.insert("eval_loss".into(), json!(l));
+        }
+        Value::Object(m)
+    }
+    pub fn summary(&self) -> String {
+        self.metrics
+            .iter()
+            .map(|(k, v)| format!("{k} {v:.4}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+}
+
+/// Extra loss terms computed from the same forward pass (distillation).
+pub struct ExtraLoss {
+    pub loss: f64,
+    /// Added to the task loss's gradient with respect to the logits.
+    pub dlogits: Vec<f32>,
+    /// Gradients on the hidden states (index 0: embeddings, i + 1: layer i).
+    pub hidden: Option<Vec<Option<Tensor>>>,
+}
+
+/// How a compression method takes part in training. Every method's state
+/// that is not in the model (schedule position, counters) goes through
+/// `state` / `restore` into the checkpoint.
+pub trait TrainHooks {
+    /// Before the first micro-batch of optimizer step `step` (0-based).
+    fn on_step_begin(&mut self, _be: &dyn Backend, _model: &mut Bert, _step: u64) -> Result<()> {
+        Ok(())
+    }
+    /// Extra loss for a micro-batch (after the student's forward).
+    fn extra_loss(
+        &mut self,
+        _be: &dyn Backend,
+        _ctx: &StepCtx,
+        _batch: &Batch,
+        _student: &Bert,
+        _logits: &[f32],
+        _scale: f32,
+    ) -> Result<Option<ExtraLoss>> {
+        Ok(None)
+    }
+    /// Replaces the optimizer update of a parameter when it returns true
+    /// (LoSparse fuses AdamW with its importance update).
+    fn custom_update(
+        &mut self,
+        _be: &dyn Backend,
+        _model: &mut Bert,
+        _hp_for: &dyn Fn(&crate::model::Param) -> crate::backend::AdamWStep,
+    ) -> Result<bool> {
+        Ok(false)
+    }
+    /// After the optimizer step of `step`, before gradients are cleared.
+    fn on_step_end(&mut self, _be: &dyn Backend, _model: &mut Bert, _step: u64) -> Result<()> {
+        Ok(())
+    }
+    /// Fields added to logged steps (kept ratio, thresholds, churn…).
+    fn log_fields(&mut self, _be: &dyn Backend, _model: &mut Bert) -> Result<Vec<(String, Value)>> {
+        Ok(Vec::new())
+    }
+    /// A short progress-bar note (e.g. "kept 0.31").
+    fn bar_note(&self) -> String {
+        String::new()
+    }
+    fn state(&self) -> Value {
+        Value::Null
+    }
+    fn restore(&mut self, _state: &Value) -> Result<()> {
+        Ok(())
+    }
+}
+
+/// Plain fine-tuning: no hooks.
+pub struct NoHooks;
+impl TrainHooks for NoHooks {}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TrainConfig {
+    pub seed: u64,
+    pub batch_size: usize,
+    pub grad_accum: usize,
+    pub total_steps: u64,
+    pub warmup_steps: u64,
+    pub optimizer: AdamWConfig,
+    pub precision: Precision,
+    /// Log every this many steps (1 = every step).
+    pub log_every: u64,
+    /// Evaluate every this many steps (0 = only at the end).
+    pub eval_every: u64,
+    /// Save a resumable checkpoint every this many steps (0 = only at the end).
+    pub checkpoint_every: u64,
+    pub output_dir: PathBuf,
+    /// Keep the best evaluated model in `output_dir/best`.
+    pub keep_best: bool,
+    pub quiet: bool,
+    /// Stop after this many steps of this invocation (tests of resume; 0 = no limit).
+    pub stop_after: u64,
+}
+
+/// What a finished run reports.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct TrainSummary {
+    pub steps: u64,
+    pub final_eval: Option<EvalResult>,
+    pub best_metric: Option<f64>,
+    pub best_step: Option<u64>,
+    pub train_seconds: f64,
+    pub samples_per_second: f64,
+    pub final_loss: Option<f64>,
+}
+
+/// The task loss of a micro-batch from host logits.
+pub fn task_loss(model: &Bert, batch: &Batch, logits: &[f32], scale: f32) -> Result<LossGrad> {
+    match &batch.labels {
+        Labels::Class(y) => loss::cross_entropy(logits, y, model.num_labels(), scale),
+        Labels::Regression(y) => loss::mse(logits, y, scale),
+        Labels::Span { start, end } => loss::span_loss(logits, start, end, batch.seq_len, scale),
+        Labels::None => Err(Error::msg("training batch has no labels")),
+    }
+}
+
+/// A stable fingerprint of the settings a resume must share.
+pub fn fingerprint(v: &impl Serialize) -> String {
+    let s = serde_json::to_string(v).unwrap_or_default();
+    // FNV-1a: stable across runs and platforms.
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in s.bytes() {
+        h ^= b as u64;
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    format!("{h:016x}")
+}
+
+pub const CHECKPOINT_DIR: &str = "checkpoint";
+pub const BEST_DIR: &str = "best";
+pub const LOG_FILE: &str = "log.jsonl";
+
+/// Runs (or resumes, when `output_dir/checkpoint` exists and `resume`) training.
+/// `evaluate` is called every `eval_every` steps and at the end; `save_best`
+/// writes the best model (only called when `keep_best`).
+#[allow(clippy::too_many_arguments)]
+pub fn train(
+    be: &dyn Backend,
+    model: &mut Bert,
+    data: &mut dyn BatchSource,
+    cfg: &TrainConfig,
+    hooks: &mut dyn TrainHooks,
+    evaluate: &mut dyn FnMut(&dyn Backend, &mut Bert) -> Result<EvalResult>,
+    save_best: &mut dyn FnMut(&dyn Backend, &mut Bert, &Path) -> Result<()>,
+    resume: bool,
+    run_fingerprint: &str,
+) -> Result<TrainSummary> {
+    if cfg.batch_size == 0 || cfg.grad_accum == 0 {
+        return Err(Error::msg(
+            "batch size and gradient accumulation must be at least 1",
+        ));
+    }
+    let ckpt_dir = cfg.output_dir.join(CHECKPOINT_DIR);
+    let mut state = TrainerState {
+        lpaf_version: env!("CARGO_PKG_VERSION").to_string(),
+        step: 0,
+        total_steps: cfg.total_steps,
+        seed: cfg.seed,
+        epoch: 0,
+        position: 0,
+        best_metric: None,
+        best_step: None,
+        method: Value::Null,
+        config_fingerprint: run_fingerprint.to_string(),
+    };
+    if resume && ckpt_dir.join("trainer.json").is_file() {
+        let saved = checkpoint::load_checkpoint(be, model, &ckpt_dir)?;
+        if saved.config_fingerprint != run_fingerprint {
+            return Err(Error::msg(format!(
+                "{}: the checkpoint was made with other settings (fingerprint {} vs {}); use a new --output or the same settings",
+                ckpt_dir.display(),
+                saved.config_fingerprint,
+                run_fingerprint
+            )));
+        }
+        hooks
+            .restore(&saved.method)
+            .context("restoring the method's state")?;
+        data.set_cursor(saved.epoch, saved.position)?;
+        state = saved;
+    }
+    let sched = LinearSchedule {
+        base_lr: cfg.optimizer.lr,
+        warmup_steps: cfg.warmup_steps,
+        total_steps: cfg.total_steps,
+    };
+    let mut log = RunLog::new(
+        Some(&cfg.output_dir.join(LOG_FILE)),
+        state.step,
+        cfg.total_steps,
+        cfg.quiet,
+    )?;
+    if state.step > 0 {
+        log.println(&format!(
+            "resuming from {} at step {}",
+            ckpt_dir.display(),
+            state.step
+        ));
+    }
+    model.zero_grads(be)?;
+    let start_step = state.step;
+    let mut last_eval: Option<EvalResult> = None;
+    let mut recent_loss = Vec::new();
+    let mut final_loss = None;
+    while state.step < cfg.total_steps {
+        let step = state.step;
+        hooks.on_step_begin(be, model, step)?;
+        let mut step_loss = 0.0;
+        let mut step_samples = 0;
+        for micro in 0..cfg.grad_accum {
+            let batch = data.next_batch()?;
+            let ctx = StepCtx {
+                precision: cfg.precision,
+                training: true,
+                seed: cfg.seed,
+                step,
+                micro: micro as u32,
+            };
+            let logits_t = model.forward(be, &ctx, &batch)?;
+            let logits = be.to_f32(&logits_t)?;
+            let scale = 1.0 / cfg.grad_accum as f32;
+            let mut lg = task_loss(model, &batch, &logits, scale)?;
+            let mut hidden = None;
+            if let Some(extra) = hooks.extra_loss(be, &ctx, &batch, model, &logits, scale)? {
+                lg.loss += extra.loss;
+                for (d, e) in lg.dlogits.iter_mut().zip(&extra.dlogits) {
+                    *d += e;
+                }
+                hidden = extra.hidden;
+            }
+            if !lg.loss.is_finite() {
+                return Err(Error::msg(format!(
+                    "loss became {} at step {step}: training diverged (lower the learning rate?)",
+                    lg.loss
+                )));
+            }
+            let d = be.from_f32(&lg.dlogits, logits_t.shape())?;
+            model.backward(be, &d, hidden.as_deref())?;
+            step_loss += lg.loss / cfg.grad_accum as f64;
+            step_samples += batch.size;
+        }
+        // Clip over every trainable parameter (weights and scores), as
+        // clip_grad_norm_(model.parameters()) does.
+        let mut sq = 0.0f64;
+        model.visit_params(&mut |p| {
+            if !p.frozen {
+                sq += be.sum_squares(&p.grad)?;
+            }
+            Ok(())
+        })?;
+        let norm = sq.sqrt();
+        if !norm.is_finite() {
+            return Err(Error::msg(format!(
+                "gradient norm became {norm} at step {step}: training diverged"
+            )));
+        }
+        let factor = clip_factor(norm, cfg.optimizer.max_grad_norm);
+        let lr = sched.lr(step);
+        let score_lr = cfg.optimizer.score_lr
+            * if cfg.optimizer.lr > 0.0 {
+                lr / cfg.optimizer.lr
+            } else {
+                0.0
+            };
+        let opt = cfg.optimizer;
+        let t = step + 1;
+        let hp_for = move |p: &crate::model::Param| step_params(&opt, p, t, lr, score_lr, factor);
+        if !hooks.custom_update(be, model, &hp_for)? {
+            model.visit_params(&mut |p| {
+                let hp = hp_for(p);
+                adamw_param(be, p, &hp)
+            })?;
+        }
+        hooks.on_step_end(be, model, step)?;
+        model.zero_grads(be)?;
+        state.step += 1;
+        log.add_samples(step_samples as u64);
+        recent_loss.push(step_loss);
+        final_loss = Some(step_loss);
+        let (epoch, position) = data.cursor();
+        state.epoch = epoch;
+        state.position = position;
+
+        if cfg.log_every > 0 && (state.step % cfg.log_every == 0 || state.step == cfg.total_steps) {
+            let mean = recent_loss.iter().sum::<f64>() / recent_loss.len().max(1) as f64;
+            recent_loss.clear();
+            let mut rec = json!({"loss": mean, "lr": lr, "grad_norm": norm, "epoch": epoch});
+            if let Value::Object(m) = &mut rec {
+                for (k, v) in hooks.log_fields(be, model)? {
+                    m.insert(k, v);
+                }
+            }
+            let note = hooks.bar_note();
+            log.step(
+                state.step,
+                rec,
+                &format!(
+                    "loss {mean:.4}{}{note}",
+                    if note.is_empty() { "" } else { " " }
+                ),
+            )?;
+        }
+        let at_end = state.step == cfg.total_steps;
+        if (cfg.eval_every > 0 && state.step % cfg.eval_every == 0) || at_end {
+            let r = evaluate(be, model)?;
+            model.clear_activations();
+            let mut rec = r.to_json();
+            if let Value::Object(m) = &mut rec {
+                m.insert("step".into(), json!(state.step));
+            }
+            log.event(
+                "eval",
+                rec,
+                Some(&format!("step {}: {}", state.step, r.summary())),
+            )?;
+            if let Some(v) = r.main_value() {
+                if state.best_metric.map(|b| v > b).unwrap_or(true) {
+                    state.best_metric = Some(v);
+                    state.best_step = Some(state.step);
+                    if cfg.keep_best {
+                        save_best(be, model, &cfg.output_dir.join(BEST_DIR))?;
+                    }
+                }
+            }
+            last_eval = Some(r);
+        }
+        let stop_now = cfg.stop_after > 0 && state.step - start_step >= cfg.stop_after;
+        if (cfg.checkpoint_every > 0 && state.step % cfg.checkpoint_every == 0)
+            || at_end
+            || stop_now
+        {
+            state.method = hooks.state();
+            checkpoint::save_checkpoint(be, model, &state, &ckpt_dir)?;
+        }
+        if stop_now {
+            break;
+        }
+    }
+    log.finish();
+    let summary = TrainSummary {
+        steps: state.step,
+        final_eval: last_eval,
+        best_metric: state.best_metric,
+        best_step: state.best_step,
+        train_seconds: log.elapsed_seconds(),
+        samples_per_second: log.samples_per_second(),
+        final_loss,
+    };
+    log.event("summary", serde_json::to_value(&summary)?, None)?;
+    Ok(summary)
+}
