@@ -1,1 +1,4 @@
-//! (being written)
+//! Compression methods (SPEC §2–§5): the compressed layer forms, the methods
+//! that train them, recipes, the compressed-model format and export.
+
+pub mod layers;
