@@ -382,7 +382,7 @@ def markdown(results: list[dict], args) -> str:
             lines.append(f"| {r['variant']} | {r['precision']} | error: {r['error']} | | |")
         else:
             lines.append(
-                f"| {r['variant']} | {r['precision']} | {r['step_ms']:.1f} | {r['forward_ms']:.1f} | {r['samples_per_s']:.0f} |"
+                f"| {r['variant']} | {r['precision']} | {r['step_ms']:.1f} | {r['forward_ms']:.1f} | {r['samples_per_s']:.1f} |"
             )
     return "\n".join(lines)
 
