@@ -25,7 +25,7 @@ FORCE=0
 for arg in "$@"; do
     case "$arg" in
         --force) FORCE=1 ;;
-        -h|--help) sed -n '2,19p' "$0" | sed 's/^# {0,1}//'; exit 0 ;;
+        -h|--help) sed -n '2,19p' "$0" | sed -e 's/^# //' -e 's/^#$//'; exit 0 ;;
         *) echo "fetch-assets.sh: unknown argument '$arg' (try --help)" >&2; exit 2 ;;
     esac
 done
