@@ -860,6 +860,27 @@ impl Bert {
         )?;
         if !e.word.frozen {
             be.scatter_add_rows(&d_emb, &acts.ids, &mut e.word.grad)?;
+            // transformers builds the word embedding with padding_idx: its row
+            // never gets a gradient.
+            if let Some(pad) = cfg
+                .pad_token_id
+                .filter(|&p| p >= 0 && (p as usize) < cfg.vocab_size)
+            {
+                let zero = be.zeros(&[1, h], DType::F32)?;
+                be.copy_rows(
+                    &zero,
+                    &mut e.word.grad,
+                    &RowCopy {
+                        rows: 1,
+                        cols: h,
+                        src_offset: 0,
+                        src_stride: h,
+                        dst_offset: pad as usize * h,
+                        dst_stride: h,
+                        accumulate: false,
+                    },
+                )?;
+            }
         }
         if !e.position.frozen {
             be.scatter_add_rows(&d_emb, &acts.positions, &mut e.position.grad)?;

@@ -42,6 +42,9 @@ fn d_init() -> f32 {
 fn d_eps() -> f32 {
     1e-12
 }
+fn d_pad() -> Option<i64> {
+    Some(0)
+}
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub struct BertConfig {
@@ -71,6 +74,9 @@ pub struct BertConfig {
     pub layer_norm_eps: f32,
     #[serde(default)]
     pub classifier_dropout: Option<f32>,
+    /// The word-embedding row that gets no gradient (`padding_idx` in transformers).
+    #[serde(default = "d_pad")]
+    pub pad_token_id: Option<i64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub problem_type: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
