@@ -2,3 +2,4 @@
 //! that train them, recipes, the compressed-model format and export.
 
 pub mod layers;
+pub mod rank;

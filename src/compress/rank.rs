@@ -1,0 +1,168 @@
+//! Singular values, numerical rank, and rank allocation under a parameter
+//! budget (SPEC §4.3).
+
+use std::cmp::Ordering;
+use std::collections::BinaryHeap;
+
+use rayon::prelude::*;
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+
+/// Singular values (descending) of a row-major `rows × cols` matrix, in f64.
+pub fn singular_values(data: &[f32], rows: usize, cols: usize) -> Result<Vec<f64>> {
+    if data.len() != rows * cols {
+        return Err(Error::shape("singular_values", format!("{} values for {rows}×{cols}", data.len())));
+    }
+    if rows == 0 || cols == 0 {
+        return Ok(Vec::new());
+    }
+    let m = faer::Mat::<f64>::from_fn(rows, cols, |i, j| data[i * cols + j] as f64);
+    m.as_ref().singular_values().map_err(|e| Error::msg(format!("SVD did not converge: {e:?}")))
+}
+
+/// Singular values of many matrices in parallel.
+pub fn singular_values_many(mats: &[(&[f32], usize, usize)]) -> Result<Vec<Vec<f64>>> {
+    mats.par_iter().map(|(d, r, c)| singular_values(d, *r, *c)).collect()
+}
+
+/// Numerical rank: singular values above `rel_tol · σ_max` (SPEC §4.1 uses 1e-3).
+pub fn numerical_rank(svals: &[f64], rel_tol: f64) -> usize {
+    let Some(&max) = svals.first() else { return 0 };
+    if max == 0.0 {
+        return 0;
+    }
+    svals.iter().filter(|&&s| s > rel_tol * max).count()
+}
+
+/// How ranks are chosen under the budget.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum RankAllocation {
+    /// Greedy: each next rank goes to the matrix whose next σ² per parameter
+    /// (`σ²_{r+1} / (out + in)`) is largest, while it fits the budget.
+    #[default]
+    Energy,
+    /// The same parameter ratio ρ for every matrix: `r = ⌈ρ·out·in/(out+in)⌉`
+    /// (SPEC §3), trimmed if the rounding overshoots the budget.
+    Uniform,
+}
+
+/// The LoSparse / uniform rank of an `out × in` matrix at parameter ratio ρ.
+pub fn uniform_rank(rho: f64, out: usize, inp: usize) -> usize {
+    let r = (rho * out as f64 * inp as f64 / (out + inp) as f64).ceil() as usize;
+    r.min(out.min(inp))
+}
+
+#[derive(PartialEq)]
+struct Candidate {
+    gain: f64,
+    matrix: usize,
+}
+impl Eq for Candidate {}
+impl PartialOrd for Candidate {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for Candidate {
+    fn cmp(&self, other: &Self) -> Ordering {
+        // Larger gain first; ties to the lower matrix index (deterministic).
+        self.gain.total_cmp(&other.gain).then_with(|| other.matrix.cmp(&self.matrix))
+    }
+}
+
+/// Ranks meeting `budget` parameters (`Σ r·(out+in) ≤ budget`).
+/// `svals[i]` are matrix i's singular values, descending; `shapes[i] = (out, in)`.
+pub fn allocate(kind: RankAllocation, svals: &[Vec<f64>], shapes: &[(usize, usize)], budget: usize) -> Result<Vec<usize>> {
+    if svals.len() != shapes.len() {
+        return Err(Error::msg("rank allocation: one spectrum per matrix is needed"));
+    }
+    let cost = |i: usize| shapes[i].0 + shapes[i].1;
+    match kind {
+        RankAllocation::Energy => {
+            let mut ranks = vec![0usize; shapes.len()];
+            let mut heap: BinaryHeap<Candidate> = (0..shapes.len())
+                .filter(|&i| !svals[i].is_empty())
+                .map(|i| Candidate { gain: svals[i][0] * svals[i][0] / cost(i) as f64, matrix: i })
+                .collect();
+            let mut used = 0usize;
+            while let Some(c) = heap.pop() {
+                let i = c.matrix;
+                if used + cost(i) > budget {
+                    // This matrix's next rank no longer fits; cheaper ones may.
+                    continue;
+                }
+                used += cost(i);
+                ranks[i] += 1;
+                let r = ranks[i];
+                if r < svals[i].len() && r < shapes[i].0.min(shapes[i].1) {
+                    heap.push(Candidate { gain: svals[i][r] * svals[i][r] / cost(i) as f64, matrix: i });
+                }
+            }
+            Ok(ranks)
+        }
+        RankAllocation::Uniform => {
+            let dense: usize = shapes.iter().map(|(o, i)| o * i).sum();
+            let rho = budget as f64 / dense.max(1) as f64;
+            let mut ranks: Vec<usize> = shapes.iter().map(|&(o, i)| uniform_rank(rho, o, i)).collect();
+            // Rounding up may overshoot: take ranks back from the costliest matrices.
+            let total = |r: &[usize]| r.iter().enumerate().map(|(i, r)| r * cost(i)).sum::<usize>();
+            while total(&ranks) > budget {
+                let i = (0..ranks.len()).filter(|&i| ranks[i] > 0).max_by_key(|&i| (ranks[i] * cost(i), usize::MAX - i));
+                match i {
+                    Some(i) => ranks[i] -= 1,
+                    None => break,
+                }
+            }
+            Ok(ranks)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn energy_allocation_is_greedy_and_within_budget() {
+        let svals = vec![vec![10.0, 1.0, 0.5], vec![5.0, 4.0, 3.0]];
+        let shapes = vec![(3, 3), (3, 3)];
+        // Each rank costs 6. Budget 18 → 3 ranks: 10², 5², 4².
+        let r = allocate(RankAllocation::Energy, &svals, &shapes, 18).unwrap();
+        assert_eq!(r, vec![1, 2]);
+        let r = allocate(RankAllocation::Energy, &svals, &shapes, 17).unwrap();
+        assert_eq!(r, vec![1, 1]);
+        // A cheaper matrix still gets ranks when the best one no longer fits.
+        let r = allocate(RankAllocation::Energy, &[vec![9.0, 8.0], vec![1.0]], &[(10, 10), (1, 1)], 22).unwrap();
+        assert_eq!(r, vec![1, 1]);
+    }
+
+    #[test]
+    fn uniform_allocation_matches_losparse_rank() {
+        assert_eq!(uniform_rank(0.05, 768, 768), 20);
+        assert_eq!(uniform_rank(0.05, 3072, 768), 31);
+        let shapes = vec![(768, 768), (3072, 768)];
+        let budget = (0.1 * (768.0 * 768.0 + 3072.0 * 768.0)) as usize;
+        let r = allocate(RankAllocation::Uniform, &[vec![1.0; 768], vec![1.0; 768]], &shapes, budget).unwrap();
+        let used: usize = r.iter().zip(&shapes).map(|(r, (o, i))| r * (o + i)).sum();
+        assert!(used <= budget, "{used} > {budget}");
+    }
+
+    #[test]
+    fn singular_values_and_numerical_rank() {
+        // A rank-1 outer product plus a rank-1 change of row 0: rank 2.
+        let (r, c) = (6, 5);
+        let mut m = vec![0.0f32; r * c];
+        for i in 0..r {
+            for j in 0..c {
+                m[i * c + j] = (i as f32 + 1.0) * (j as f32 - 2.0);
+            }
+        }
+        for j in 0..c {
+            m[j] += 3.0; // row 0 perturbed: rank 2
+        }
+        let s = singular_values(&m, r, c).unwrap();
+        assert_eq!(numerical_rank(&s, 1e-3), 2);
+    }
+}
