@@ -1,5 +1,6 @@
 //! Compression methods (SPEC §2–§5): the compressed layer forms, the methods
 //! that train them, recipes, the compressed-model format and export.
 
+pub mod format;
 pub mod layers;
 pub mod rank;

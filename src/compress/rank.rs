@@ -12,18 +12,25 @@ use crate::error::{Error, Result};
 /// Singular values (descending) of a row-major `rows × cols` matrix, in f64.
 pub fn singular_values(data: &[f32], rows: usize, cols: usize) -> Result<Vec<f64>> {
     if data.len() != rows * cols {
-        return Err(Error::shape("singular_values", format!("{} values for {rows}×{cols}", data.len())));
+        return Err(Error::shape(
+            "singular_values",
+            format!("{} values for {rows}×{cols}", data.len()),
+        ));
     }
     if rows == 0 || cols == 0 {
         return Ok(Vec::new());
     }
     let m = faer::Mat::<f64>::from_fn(rows, cols, |i, j| data[i * cols + j] as f64);
-    m.as_ref().singular_values().map_err(|e| Error::msg(format!("SVD did not converge: {e:?}")))
+    m.as_ref()
+        .singular_values()
+        .map_err(|e| Error::msg(format!("SVD did not converge: {e:?}")))
 }
 
 /// Singular values of many matrices in parallel.
 pub fn singular_values_many(mats: &[(&[f32], usize, usize)]) -> Result<Vec<Vec<f64>>> {
-    mats.par_iter().map(|(d, r, c)| singular_values(d, *r, *c)).collect()
+    mats.par_iter()
+        .map(|(d, r, c)| singular_values(d, *r, *c))
+        .collect()
 }
 
 /// Numerical rank: singular values above `rel_tol · σ_max` (SPEC §4.1 uses 1e-3).
@@ -68,15 +75,24 @@ impl PartialOrd for Candidate {
 impl Ord for Candidate {
     fn cmp(&self, other: &Self) -> Ordering {
         // Larger gain first; ties to the lower matrix index (deterministic).
-        self.gain.total_cmp(&other.gain).then_with(|| other.matrix.cmp(&self.matrix))
+        self.gain
+            .total_cmp(&other.gain)
+            .then_with(|| other.matrix.cmp(&self.matrix))
     }
 }
 
 /// Ranks meeting `budget` parameters (`Σ r·(out+in) ≤ budget`).
 /// `svals[i]` are matrix i's singular values, descending; `shapes[i] = (out, in)`.
-pub fn allocate(kind: RankAllocation, svals: &[Vec<f64>], shapes: &[(usize, usize)], budget: usize) -> Result<Vec<usize>> {
+pub fn allocate(
+    kind: RankAllocation,
+    svals: &[Vec<f64>],
+    shapes: &[(usize, usize)],
+    budget: usize,
+) -> Result<Vec<usize>> {
     if svals.len() != shapes.len() {
-        return Err(Error::msg("rank allocation: one spectrum per matrix is needed"));
+        return Err(Error::msg(
+            "rank allocation: one spectrum per matrix is needed",
+        ));
     }
     let cost = |i: usize| shapes[i].0 + shapes[i].1;
     match kind {
@@ -84,7 +100,10 @@ pub fn allocate(kind: RankAllocation, svals: &[Vec<f64>], shapes: &[(usize, usiz
             let mut ranks = vec![0usize; shapes.len()];
             let mut heap: BinaryHeap<Candidate> = (0..shapes.len())
                 .filter(|&i| !svals[i].is_empty())
-                .map(|i| Candidate { gain: svals[i][0] * svals[i][0] / cost(i) as f64, matrix: i })
+                .map(|i| Candidate {
+                    gain: svals[i][0] * svals[i][0] / cost(i) as f64,
+                    matrix: i,
+                })
                 .collect();
             let mut used = 0usize;
             while let Some(c) = heap.pop() {
@@ -97,7 +116,10 @@ pub fn allocate(kind: RankAllocation, svals: &[Vec<f64>], shapes: &[(usize, usiz
                 ranks[i] += 1;
                 let r = ranks[i];
                 if r < svals[i].len() && r < shapes[i].0.min(shapes[i].1) {
-                    heap.push(Candidate { gain: svals[i][r] * svals[i][r] / cost(i) as f64, matrix: i });
+                    heap.push(Candidate {
+                        gain: svals[i][r] * svals[i][r] / cost(i) as f64,
+                        matrix: i,
+                    });
                 }
             }
             Ok(ranks)
@@ -105,11 +127,21 @@ pub fn allocate(kind: RankAllocation, svals: &[Vec<f64>], shapes: &[(usize, usiz
         RankAllocation::Uniform => {
             let dense: usize = shapes.iter().map(|(o, i)| o * i).sum();
             let rho = budget as f64 / dense.max(1) as f64;
-            let mut ranks: Vec<usize> = shapes.iter().map(|&(o, i)| uniform_rank(rho, o, i)).collect();
+            let mut ranks: Vec<usize> = shapes
+                .iter()
+                .map(|&(o, i)| uniform_rank(rho, o, i))
+                .collect();
             // Rounding up may overshoot: take ranks back from the costliest matrices.
-            let total = |r: &[usize]| r.iter().enumerate().map(|(i, r)| r * cost(i)).sum::<usize>();
+            let total = |r: &[usize]| {
+                r.iter()
+                    .enumerate()
+                    .map(|(i, r)| r * cost(i))
+                    .sum::<usize>()
+            };
             while total(&ranks) > budget {
-                let i = (0..ranks.len()).filter(|&i| ranks[i] > 0).max_by_key(|&i| (ranks[i] * cost(i), usize::MAX - i));
+                let i = (0..ranks.len())
+                    .filter(|&i| ranks[i] > 0)
+                    .max_by_key(|&i| (ranks[i] * cost(i), usize::MAX - i));
                 match i {
                     Some(i) => ranks[i] -= 1,
                     None => break,
@@ -134,7 +166,13 @@ mod tests {
         let r = allocate(RankAllocation::Energy, &svals, &shapes, 17).unwrap();
         assert_eq!(r, vec![1, 1]);
         // A cheaper matrix still gets ranks when the best one no longer fits.
-        let r = allocate(RankAllocation::Energy, &[vec![9.0, 8.0], vec![1.0]], &[(10, 10), (1, 1)], 22).unwrap();
+        let r = allocate(
+            RankAllocation::Energy,
+            &[vec![9.0, 8.0], vec![1.0]],
+            &[(10, 10), (1, 1)],
+            22,
+        )
+        .unwrap();
         assert_eq!(r, vec![1, 1]);
     }
 
@@ -144,7 +182,13 @@ mod tests {
         assert_eq!(uniform_rank(0.05, 3072, 768), 31);
         let shapes = vec![(768, 768), (3072, 768)];
         let budget = (0.1 * (768.0 * 768.0 + 3072.0 * 768.0)) as usize;
-        let r = allocate(RankAllocation::Uniform, &[vec![1.0; 768], vec![1.0; 768]], &shapes, budget).unwrap();
+        let r = allocate(
+            RankAllocation::Uniform,
+            &[vec![1.0; 768], vec![1.0; 768]],
+            &shapes,
+            budget,
+        )
+        .unwrap();
         let used: usize = r.iter().zip(&shapes).map(|(r, (o, i))| r * (o + i)).sum();
         assert!(used <= budget, "{used} > {budget}");
     }
