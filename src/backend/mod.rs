@@ -621,6 +621,8 @@ pub trait Backend: Send + Sync {
     fn axpby(&self, alpha: f32, x: &Tensor, beta: f32, y: &mut Tensor) -> Result<()>;
     /// `t *= alpha`.
     fn scale(&self, t: &mut Tensor, alpha: f32) -> Result<()>;
+    /// `out = a ⊙ b` elementwise.
+    fn mul(&self, a: &Tensor, b: &Tensor, out: &mut Tensor) -> Result<()>;
     /// `out = x ⊙ mask` (mask U8, 0 or 1).
     fn mul_mask(&self, x: &Tensor, mask: &Tensor, out: &mut Tensor) -> Result<()>;
     /// `y[r, c] += bias[c]` for `y` viewed as `rows × bias.numel()`.

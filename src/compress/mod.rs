@@ -1,6 +1,9 @@
 //! Compression methods (SPEC §2–§5): the compressed layer forms, the methods
 //! that train them, recipes, the compressed-model format and export.
 
+pub mod distill;
 pub mod format;
 pub mod layers;
+pub mod losparse;
+pub mod prune;
 pub mod rank;

@@ -396,6 +396,20 @@ impl Backend for CpuBackend {
         Ok(())
     }
 
+    fn mul(&self, a: &Tensor, b: &Tensor, out: &mut Tensor) -> Result<()> {
+        let xs = f32s("mul", "a", a)?;
+        let ys = f32s("mul", "b", b)?;
+        let os = f32s_mut("mul", "out", out)?;
+        check_len("mul", "b", ys.len(), xs.len())?;
+        check_len("mul", "out", os.len(), xs.len())?;
+        par_chunks(os, |s, os| {
+            os.iter_mut()
+                .enumerate()
+                .for_each(|(i, o)| *o = xs[s + i] * ys[s + i])
+        });
+        Ok(())
+    }
+
     fn mul_mask(&self, x: &Tensor, mask: &Tensor, out: &mut Tensor) -> Result<()> {
         let xs = f32s("mul_mask", "x", x)?;
         let ms = u8s("mul_mask", "mask", mask)?;

@@ -332,6 +332,9 @@ impl Backend for CudaBackend {
     fn scale(&self, t: &mut Tensor, alpha: f32) -> Result<()> {
         Err(todo("scale"))
     }
+    fn mul(&self, a: &Tensor, b: &Tensor, out: &mut Tensor) -> Result<()> {
+        Err(todo("mul"))
+    }
     fn mul_mask(&self, x: &Tensor, mask: &Tensor, out: &mut Tensor) -> Result<()> {
         Err(todo("mul_mask"))
     }
