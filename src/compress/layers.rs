@@ -323,6 +323,9 @@ impl LinearOp for MaskedLinear {
     fn as_any_mut(&mut self) -> &mut dyn Any {
         self
     }
+    fn into_any(self: Box<Self>) -> Box<dyn Any> {
+        self
+    }
 }
 
 /// `y = (x·Vᵀ)·Uᵀ + b` with `U` `out × r`, `V` `r × in`.
@@ -486,6 +489,9 @@ impl LinearOp for FactorizedLinear {
         self
     }
     fn as_any_mut(&mut self) -> &mut dyn Any {
+        self
+    }
+    fn into_any(self: Box<Self>) -> Box<dyn Any> {
         self
     }
 }
@@ -673,6 +679,9 @@ impl LinearOp for LowRankSparseLinear {
     fn as_any_mut(&mut self) -> &mut dyn Any {
         self
     }
+    fn into_any(self: Box<Self>) -> Box<dyn Any> {
+        self
+    }
 }
 
 /// Non-zeros of `M⊙S` of a LoSparse layer (host count).
@@ -779,6 +788,9 @@ impl LinearOp for MixedRankLinear {
         self
     }
     fn as_any_mut(&mut self) -> &mut dyn Any {
+        self
+    }
+    fn into_any(self: Box<Self>) -> Box<dyn Any> {
         self
     }
 }

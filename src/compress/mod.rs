@@ -5,5 +5,6 @@ pub mod distill;
 pub mod format;
 pub mod layers;
 pub mod losparse;
+pub mod lpaf;
 pub mod prune;
 pub mod rank;

@@ -77,6 +77,8 @@ pub trait LinearOp: Send + Sync {
     fn stored_matrix_params(&self) -> usize;
     fn as_any(&self) -> &dyn Any;
     fn as_any_mut(&mut self) -> &mut dyn Any;
+    /// Ownership as `Any`, to move a layer's parts into another form.
+    fn into_any(self: Box<Self>) -> Box<dyn Any>;
 }
 
 /// The dense linear layer.
@@ -232,6 +234,9 @@ impl LinearOp for DenseLinear {
         self
     }
     fn as_any_mut(&mut self) -> &mut dyn Any {
+        self
+    }
+    fn into_any(self: Box<Self>) -> Box<dyn Any> {
         self
     }
 }
