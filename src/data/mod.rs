@@ -23,7 +23,10 @@ pub enum Labels {
     Class(Vec<u32>),
     Regression(Vec<f32>),
     /// Token positions of the answer start / end (0 = `[CLS]` for "no answer").
-    Span { start: Vec<u32>, end: Vec<u32> },
+    Span {
+        start: Vec<u32>,
+        end: Vec<u32>,
+    },
 }
 
 /// A padded batch, row-major `[size, seq_len]`.
@@ -46,3 +49,7 @@ impl Batch {
         self.size * self.seq_len
     }
 }
+
+pub mod tokenizer;
+
+pub use tokenizer::{Encoded, Pieces, Tokenizer};
