@@ -50,14 +50,27 @@ impl Batch {
     }
 }
 
+pub mod dataset;
 pub mod glue;
 pub mod polarity;
+pub mod squad;
 pub mod table;
+pub mod task;
 pub mod tokenizer;
 
+pub use dataset::{
+    epoch_order, split_indices, BatchConfig, BatchIter, Cursor, Dataset, Feature, FeatureLabel,
+    SquadData,
+};
 pub use glue::{read_glue, GlueTask};
 pub use polarity::{read_polarity, POLARITY_LABELS};
+pub use squad::{
+    normalize_answer, read_squad, squad_em_f1, squad_evaluate, squad_features, squad_postprocess,
+    QaConfig, SquadAnswer, SquadConfig, SquadExample, SquadFeatureMeta, SquadPrediction,
+    SquadScores,
+};
 pub use table::{read_table, LabelSpec, RawRow, TableFormat, TableSpec};
+pub use task::{load_task, Task, TaskData, TaskSpec, TASK_NAMES};
 pub use tokenizer::{Encoded, Pieces, Tokenizer};
 
 use std::path::PathBuf;
