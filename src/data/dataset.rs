@@ -80,8 +80,8 @@ impl Dataset {
             .examples
             .par_iter()
             .map(|ex| {
-                let enc = tok
-                    .encode(&ex.text_a, ex.text_b.as_deref(), max_len)
+                let (ids, types, truncated) = tok
+                    .encode_ids(&ex.text_a, ex.text_b.as_deref(), max_len)
                     .map_err(|e| Error::data(&data.source, ex.line, e.to_string()))?;
                 let label = match ex.label {
                     None => FeatureLabel::None,
@@ -90,11 +90,11 @@ impl Dataset {
                 };
                 Ok((
                     Feature {
-                        input_ids: enc.ids,
-                        token_type_ids: enc.type_ids.iter().map(|&t| t as u8).collect(),
+                        input_ids: ids,
+                        token_type_ids: types.iter().map(|&t| t as u8).collect(),
                         label,
                     },
-                    enc.truncated,
+                    truncated,
                 ))
             })
             .collect::<Result<_>>()?;

@@ -334,15 +334,18 @@ impl Tokenizer {
             .map_or(0, |p| p.added_tokens(pair))
     }
 
-    fn raw(&self, text: &str) -> Result<Encoding> {
-        self.inner
-            .encode_char_offsets(text, false)
-            .map_err(|e| Error::msg(format!("tokenizing with {}: {e}", self.source.display())))
+    fn raw(&self, text: &str, offsets: bool) -> Result<Encoding> {
+        let r = if offsets {
+            self.inner.encode_char_offsets(text, false)
+        } else {
+            self.inner.encode_fast(text, false)
+        };
+        r.map_err(|e| Error::msg(format!("tokenizing with {}: {e}", self.source.display())))
     }
 
     /// Tokenize one text without special tokens and without truncation.
     pub fn pieces(&self, text: &str) -> Result<Pieces> {
-        let enc = self.raw(text)?;
+        let enc = self.raw(text, true)?;
         Ok(Pieces {
             ids: enc.get_ids().to_vec(),
             tokens: enc.get_tokens().to_vec(),
@@ -350,17 +353,23 @@ impl Tokenizer {
         })
     }
 
-    /// Encode a sentence (`b = None`) or a pair with special tokens, truncated
-    /// to `max_len` tokens in all (longest-first for pairs).
-    pub fn encode(&self, a: &str, b: Option<&str>, max_len: usize) -> Result<Encoded> {
+    /// Tokenize, truncate (longest first) and add the special tokens; also
+    /// says whether tokens were cut.
+    fn encode_raw(
+        &self,
+        a: &str,
+        b: Option<&str>,
+        max_len: usize,
+        offsets: bool,
+    ) -> Result<(Encoding, bool)> {
         let special = self.num_special_tokens(b.is_some());
         if max_len < special + 1 {
             return Err(Error::msg(format!(
                 "max sequence length {max_len} leaves no room besides {special} special tokens"
             )));
         }
-        let ea = self.raw(a)?;
-        let eb = b.map(|b| self.raw(b)).transpose()?;
+        let ea = self.raw(a, offsets)?;
+        let eb = b.map(|b| self.raw(b, offsets)).transpose()?;
         let before = ea.len() + eb.as_ref().map_or(0, |e| e.len());
         let params = TruncationParams {
             max_length: max_len - special,
@@ -379,6 +388,13 @@ impl Tokenizer {
             .inner
             .post_process(ea, eb, true)
             .map_err(|e| Error::msg(format!("tokenizing with {}: {e}", self.source.display())))?;
+        Ok((enc, truncated))
+    }
+
+    /// Encode a sentence (`b = None`) or a pair with special tokens, truncated
+    /// to `max_len` tokens in all (longest-first for pairs).
+    pub fn encode(&self, a: &str, b: Option<&str>, max_len: usize) -> Result<Encoded> {
+        let (enc, truncated) = self.encode_raw(a, b, max_len, true)?;
         Ok(Encoded {
             ids: enc.get_ids().to_vec(),
             type_ids: enc.get_type_ids().to_vec(),
@@ -387,6 +403,22 @@ impl Tokenizer {
             sequence_ids: enc.get_sequence_ids(),
             truncated,
         })
+    }
+
+    /// Like [`encode`](Self::encode) but only ids, type ids and whether
+    /// tokens were cut (no offsets: faster, for classification data).
+    pub fn encode_ids(
+        &self,
+        a: &str,
+        b: Option<&str>,
+        max_len: usize,
+    ) -> Result<(Vec<u32>, Vec<u32>, bool)> {
+        let (enc, truncated) = self.encode_raw(a, b, max_len, false)?;
+        Ok((
+            enc.get_ids().to_vec(),
+            enc.get_type_ids().to_vec(),
+            truncated,
+        ))
     }
 
     /// Turn ids back into text (special tokens skipped, `##` joined).

@@ -138,6 +138,17 @@ fn tokenizer_pairs_and_truncation() {
     let e = t.encode("the quick brown fox", None, 4).unwrap();
     assert_eq!(e.tokens, ["[CLS]", "the", "quick", "[SEP]"]);
     assert!(t.encode("the", None, 2).is_err());
+    // The id-only path agrees.
+    for (a, b, m) in [
+        ("the quick brown fox", Some("over the lazy dog"), 9),
+        ("Héllo, foxy!", None, 64),
+    ] {
+        let e = t.encode(a, b, m).unwrap();
+        assert_eq!(
+            t.encode_ids(a, b, m).unwrap(),
+            (e.ids, e.type_ids, e.truncated)
+        );
+    }
 }
 
 #[test]
