@@ -733,6 +733,17 @@ fn squad_v1_windows_and_decoding() {
     assert_eq!(preds[1].text, "w0");
     let scores = squad_evaluate(&sq.examples, &preds, false);
     assert_eq!((scores.exact, scores.f1, scores.total), (1.0, 1.0, 2));
+    // A held-out split of SQuAD moves whole examples with all their windows.
+    let (tr, dv) = ds.split(0.5, 3, true).unwrap();
+    assert_eq!(tr.len() + dv.len(), ds.len());
+    for part in [&tr, &dv] {
+        let sq = part.squad.as_ref().unwrap();
+        assert_eq!(sq.examples.len(), 1);
+        assert_eq!(sq.metas.len(), part.len());
+        assert!(sq.metas.iter().all(|m| m.example == 0));
+        let n = if sq.examples[0].id == "q1" { 5 } else { 4 };
+        assert_eq!(part.len(), n);
+    }
     // Too-long answers are dropped.
     let short = QaConfig {
         max_answer_len: 2,
