@@ -49,3 +49,67 @@ impl Batch {
         self.size * self.seq_len
     }
 }
+
+pub mod dataset;
+pub mod glue;
+pub mod polarity;
+pub mod squad;
+pub mod table;
+pub mod task;
+pub mod tokenizer;
+
+pub use dataset::{
+    epoch_order, split_indices, BatchConfig, BatchIter, Cursor, Dataset, Feature, FeatureLabel,
+    SquadData,
+};
+pub use glue::{read_glue, GlueTask};
+pub use polarity::{read_polarity, POLARITY_LABELS};
+pub use squad::{
+    normalize_answer, read_squad, squad_em_f1, squad_evaluate, squad_features, squad_postprocess,
+    QaConfig, SquadAnswer, SquadConfig, SquadExample, SquadFeatureMeta, SquadPrediction,
+    SquadScores,
+};
+pub use table::{read_table, LabelSpec, RawRow, TableFormat, TableSpec};
+pub use task::{load_task, Task, TaskData, TaskSpec, TASK_NAMES};
+pub use tokenizer::{Encoded, Pieces, Tokenizer};
+
+use std::path::PathBuf;
+
+/// The target of one example before tokenization.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Target {
+    /// Class index into the label names.
+    Class(u32),
+    /// Regression value.
+    Value(f32),
+}
+
+/// One sentence or sentence pair read from a file.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TextExample {
+    pub text_a: String,
+    pub text_b: Option<String>,
+    /// `None` for unlabelled (test) files; a file is all labelled or all not.
+    pub label: Option<Target>,
+    /// 1-based line of the row in its file.
+    pub line: usize,
+}
+
+/// A classification / regression file read into memory.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TextData {
+    pub source: PathBuf,
+    pub kind: TaskKind,
+    /// Class names, index = class id (empty for regression).
+    pub label_names: Vec<String>,
+    pub examples: Vec<TextExample>,
+    /// Lines skipped as malformed (only when reading leniently).
+    pub skipped: Vec<usize>,
+}
+
+impl TextData {
+    /// Whether the examples carry labels.
+    pub fn is_labeled(&self) -> bool {
+        self.examples.first().is_some_and(|e| e.label.is_some())
+    }
+}

@@ -2,6 +2,7 @@
 
 pub mod checkpoint;
 pub mod log;
+pub mod metrics;
 pub mod optimizer;
 pub mod schedule;
 pub mod trainer;
