@@ -1,3 +1,6 @@
 fn main() {
-    println!("lpaf {}", env!("CARGO_PKG_VERSION"));
+    if let Err(e) = lpaf::cli::main() {
+        eprintln!("error: {e}");
+        std::process::exit(1);
+    }
 }

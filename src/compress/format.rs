@@ -326,7 +326,7 @@ pub fn load_compressed(be: &dyn Backend, dir: &Path, seed: u64) -> Result<(Bert,
 }
 
 /// The dense matrix `U·V + S` (host), from a matrix's stored tensors.
-fn dense_matrix(
+pub fn dense_matrix(
     tensors: &BTreeMap<String, HostTensor>,
     prefix: &str,
     out: usize,

@@ -6,5 +6,7 @@ pub mod format;
 pub mod layers;
 pub mod losparse;
 pub mod lpaf;
+pub mod pipeline;
 pub mod prune;
 pub mod rank;
+pub mod recipe;

@@ -92,7 +92,7 @@ impl Task {
 
 /// Everything needed to load a task's data.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(default)]
+#[serde(default, deny_unknown_fields)]
 pub struct TaskSpec {
     /// One of [`TASK_NAMES`].
     pub task: String,

@@ -1,6 +1,7 @@
 //! Training: AdamW, schedules, the trainer loop, checkpoints, metrics, logs.
 
 pub mod checkpoint;
+pub mod eval;
 pub mod log;
 pub mod metrics;
 pub mod optimizer;

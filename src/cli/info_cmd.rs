@@ -1,0 +1,158 @@
+//! `lpaf info`: storage statistics of a model directory and, with `--rank`,
+//! the numerical ranks behind LPAF's premise (first-order pruning yields
+//! low-rank matrices; SPEC §4.1).
+
+use serde::Serialize;
+
+use crate::backend::{Backend, CpuBackend, TopkRule, TopkScope};
+use crate::cli::commands::print_stats;
+use crate::cli::InfoArgs;
+use crate::compress::format::dense_matrix;
+use crate::compress::rank::{numerical_rank, singular_values_many};
+use crate::error::{Error, Result};
+use crate::model::bert::{linear_prefix, slot_shape};
+use crate::model::io::HostTensor;
+use crate::model::weights::read_model_dir;
+
+#[derive(Serialize)]
+struct RankRow {
+    matrix: String,
+    shape: [usize; 2],
+    density: f64,
+    rank: usize,
+    dense_rank: Option<usize>,
+    magnitude_rank: Option<usize>,
+}
+
+fn matrices(dir: &std::path::Path) -> Result<(Vec<String>, Vec<(usize, usize)>, Vec<Vec<f32>>)> {
+    let (config, tensors, _) = read_model_dir(dir)?;
+    let mut names = Vec::new();
+    let mut shapes = Vec::new();
+    let mut mats = Vec::new();
+    for l in 0..config.num_hidden_layers {
+        for s in 0..6 {
+            let p = linear_prefix(l, s);
+            let (o, i) = slot_shape(&config, s);
+            let w = match tensors.get(&format!("{p}.weight")) {
+                Some(t) => HostTensor::as_f32(t, &p)?.to_vec(),
+                None => dense_matrix(&tensors, &p, o, i)?,
+            };
+            names.push(p);
+            shapes.push((o, i));
+            mats.push(w);
+        }
+    }
+    Ok((names, shapes, mats))
+}
+
+pub fn info(a: InfoArgs) -> Result<()> {
+    if !a.rank {
+        return print_stats(&a.model, a.json);
+    }
+    let (names, shapes, mats) = matrices(&a.model)?;
+    let refs: Vec<(&[f32], usize, usize)> = mats
+        .iter()
+        .zip(&shapes)
+        .map(|(m, &(o, i))| (&m[..], o, i))
+        .collect();
+    let svals = singular_values_many(&refs)?;
+    let dense = match &a.dense {
+        Some(d) => {
+            let (dn, ds, dm) = matrices(d)?;
+            if dn != names || ds != shapes {
+                return Err(Error::msg(format!(
+                    "{}: not the same architecture as {}",
+                    d.display(),
+                    a.model.display()
+                )));
+            }
+            Some(dm)
+        }
+        None => None,
+    };
+    let be = CpuBackend::new();
+    let mut rows = Vec::new();
+    let mut dense_ranks = Vec::new();
+    let mut mag_ranks = Vec::new();
+    if let Some(dm) = &dense {
+        let drefs: Vec<(&[f32], usize, usize)> = dm
+            .iter()
+            .zip(&shapes)
+            .map(|(m, &(o, i))| (&m[..], o, i))
+            .collect();
+        for s in singular_values_many(&drefs)? {
+            dense_ranks.push(numerical_rank(&s, 1e-3));
+        }
+        // Magnitude pruning of the dense matrix at the compressed one's density.
+        let mut pruned = Vec::new();
+        for ((w, m), &(o, i)) in dm.iter().zip(&mats).zip(&shapes) {
+            let k = m.iter().filter(|&&v| v != 0.0).count();
+            let t = be.from_f32(w, &[o, i])?;
+            let th = be.topk_threshold(&[&t], k, TopkRule::ExactK, TopkScope::Entries, true)?;
+            let mut mask = be.zeros(&[o, i], crate::backend::DType::U8)?;
+            let mut wt = be.from_f32(w, &[o, i])?;
+            be.topk_apply(&[&t], &th, &mut [&mut mask], &mut [&mut wt])?;
+            pruned.push(be.to_f32(&wt)?);
+        }
+        let prefs: Vec<(&[f32], usize, usize)> = pruned
+            .iter()
+            .zip(&shapes)
+            .map(|(m, &(o, i))| (&m[..], o, i))
+            .collect();
+        for s in singular_values_many(&prefs)? {
+            mag_ranks.push(numerical_rank(&s, 1e-3));
+        }
+    }
+    for (idx, name) in names.iter().enumerate() {
+        let (o, i) = shapes[idx];
+        rows.push(RankRow {
+            matrix: name.clone(),
+            shape: [o, i],
+            density: mats[idx].iter().filter(|&&v| v != 0.0).count() as f64 / (o * i) as f64,
+            rank: numerical_rank(&svals[idx], 1e-3),
+            dense_rank: dense_ranks.get(idx).copied(),
+            magnitude_rank: mag_ranks.get(idx).copied(),
+        });
+    }
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&rows)?);
+        return Ok(());
+    }
+    println!("numerical rank = singular values above 1e-3·σ_max");
+    println!("| matrix | shape | density | rank | dense rank | magnitude-pruned rank |\n|---|---|---|---|---|---|");
+    for r in &rows {
+        let opt = |v: Option<usize>| v.map(|x| x.to_string()).unwrap_or_else(|| "–".into());
+        println!(
+            "| {} | {}×{} | {:.3} | {} | {} | {} |",
+            r.matrix.trim_start_matches("bert.encoder."),
+            r.shape[0],
+            r.shape[1],
+            r.density,
+            r.rank,
+            opt(r.dense_rank),
+            opt(r.magnitude_rank)
+        );
+    }
+    let mean = |f: &dyn Fn(&RankRow) -> Option<usize>| {
+        let v: Vec<f64> = rows
+            .iter()
+            .filter_map(|r| f(r).map(|x| x as f64 / r.shape[0].min(r.shape[1]) as f64))
+            .collect();
+        if v.is_empty() {
+            None
+        } else {
+            Some(v.iter().sum::<f64>() / v.len() as f64)
+        }
+    };
+    println!(
+        "mean rank / full rank: this model {:.3}{}{}",
+        mean(&|r| Some(r.rank)).unwrap_or(0.0),
+        mean(&|r| r.dense_rank)
+            .map(|v| format!(", dense {v:.3}"))
+            .unwrap_or_default(),
+        mean(&|r| r.magnitude_rank)
+            .map(|v| format!(", magnitude-pruned {v:.3}"))
+            .unwrap_or_default()
+    );
+    Ok(())
+}

@@ -1,0 +1,634 @@
+//! Running a recipe end to end: load the starting model and the data, install
+//! the method's layers, train with its hooks (optionally distilling), and
+//! save the compressed model with its statistics.
+//!
+//! Outputs under `output/`: `compressed/` (SPEC §7 format), `log.jsonl`,
+//! `summary.json`, `checkpoint/` (resumable). LPAF has three stages: stage 1
+//! writes `stage1/` (its own log and checkpoint) and `pruned/` (the pruned
+//! model, compressed format); stage 3 trains in `output/` itself. A resumed
+//! LPAF run whose `pruned/` exists skips stage 1; the factorization is
+//! deterministic, so stage 3 resumes onto the same structure.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+use crate::backend::{Backend, DType, WeightedSvdOptions, WeightedSvdProblem};
+use crate::cli::config::{expand_home, TrainSection};
+use crate::cli::run::{load_data, report_load, run_training, RunData};
+use crate::compress::distill::{check_teacher, DistillHooks};
+use crate::compress::format::{load_compressed, save_compressed, stats_table, CompressionInfo};
+use crate::compress::layers::{FactorizedLinear, MaskKind};
+use crate::compress::losparse::{install_losparse, LoSparseHooks, LoSparseSettings};
+use crate::compress::lpaf::{
+    factorize_pruned, finalize_lowrank, FactorizeSettings, MixedRankHooks, MixedRankSchedule,
+};
+use crate::compress::prune::{
+    finalize_masks, install_masked, PruneHooks, PruneKind, PruneSettings,
+};
+use crate::compress::rank::{allocate, singular_values_many};
+use crate::compress::recipe::{Method, Recipe};
+use crate::error::{Error, Result};
+use crate::model::bert::{linear_prefix, DenseFactory};
+use crate::model::linear::DenseLinear;
+use crate::model::param::Param;
+use crate::model::weights::load_model_dir;
+use crate::model::Bert;
+use crate::train::schedule::CubicSchedule;
+use crate::train::trainer::{fingerprint, TrainHooks, TrainSummary};
+
+/// What a finished compression reports (also `summary.json`).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct CompressOutcome {
+    pub method: String,
+    pub kept_ratio: f64,
+    pub dev_metrics: Vec<(String, f64)>,
+    pub main_metric: Option<f64>,
+    pub train_seconds: f64,
+    pub samples_per_second: f64,
+    pub steps: u64,
+    pub output: PathBuf,
+    pub stages: Vec<TrainSummary>,
+}
+
+/// Wraps hooks with distillation when the recipe asks for it.
+fn with_distill<'a, H: TrainHooks + 'a>(
+    be: &dyn Backend,
+    recipe: &Recipe,
+    student: &Bert,
+    hooks: H,
+) -> Result<Box<dyn TrainHooks + 'a>> {
+    match &recipe.distill {
+        None => Ok(Box::new(hooks)),
+        Some(d) => {
+            let dir = expand_home(&d.teacher);
+            let (teacher, _) = load_model_dir(
+                be,
+                &dir,
+                Some(student.task.clone()),
+                recipe.train.seed,
+                &DenseFactory,
+            )
+            .map_err(|e| Error::msg(format!("teacher {}: {e}", dir.display())))?;
+            check_teacher(student, &teacher, &d.settings())
+                .map_err(|e| Error::msg(format!("teacher {}: {e}", dir.display())))?;
+            Ok(Box::new(DistillHooks {
+                inner: hooks,
+                teacher,
+                settings: d.settings(),
+            }))
+        }
+    }
+}
+
+struct HookRef<'a>(&'a mut dyn TrainHooks);
+impl TrainHooks for HookRef<'_> {
+    fn on_step_begin(&mut self, be: &dyn Backend, m: &mut Bert, s: u64) -> Result<()> {
+        self.0.on_step_begin(be, m, s)
+    }
+    fn extra_loss(
+        &mut self,
+        be: &dyn Backend,
+        ctx: &crate::model::StepCtx,
+        b: &crate::data::Batch,
+        st: &Bert,
+        l: &[f32],
+        sc: f32,
+    ) -> Result<Option<crate::train::trainer::ExtraLoss>> {
+        self.0.extra_loss(be, ctx, b, st, l, sc)
+    }
+    fn custom_update(
+        &mut self,
+        be: &dyn Backend,
+        m: &mut Bert,
+        hp: &dyn Fn(&Param) -> crate::backend::AdamWStep,
+    ) -> Result<bool> {
+        self.0.custom_update(be, m, hp)
+    }
+    fn on_step_end(&mut self, be: &dyn Backend, m: &mut Bert, s: u64) -> Result<()> {
+        self.0.on_step_end(be, m, s)
+    }
+    fn log_fields(
+        &mut self,
+        be: &dyn Backend,
+        m: &mut Bert,
+    ) -> Result<Vec<(String, serde_json::Value)>> {
+        self.0.log_fields(be, m)
+    }
+    fn bar_note(&self) -> String {
+        self.0.bar_note()
+    }
+    fn state(&self) -> serde_json::Value {
+        self.0.state()
+    }
+    fn restore(&mut self, s: &serde_json::Value) -> Result<()> {
+        self.0.restore(s)
+    }
+}
+
+/// Runs a recipe. `resume` continues from the output's checkpoints.
+pub fn run_recipe(
+    be: &dyn Backend,
+    recipe: &Recipe,
+    resume: bool,
+    quiet: bool,
+) -> Result<CompressOutcome> {
+    recipe.validate()?;
+    let model_dir = expand_home(&recipe.model);
+    let (_tok, data) = load_data(&model_dir, &recipe.data, recipe.train.max_train_rows)?;
+    let kind = data.task.kind.clone();
+    let out = recipe.output.clone();
+    let mut t = recipe.train.clone();
+    // Mid-schedule models are not at the target size: keep the final one.
+    t.keep_best = false;
+    let recipe_json = serde_json::to_value(recipe)?;
+    let base_fp = json!({"recipe": recipe_json});
+    let mut no_best = |_: &dyn Backend, _: &mut Bert, _: &Path| -> Result<()> { Ok(()) };
+    let mut stages = Vec::new();
+    let target = recipe.target.kept_ratio;
+
+    let load_start = |seed: u64| -> Result<Bert> {
+        let (m, report) = load_model_dir(be, &model_dir, Some(kind.clone()), seed, &DenseFactory)?;
+        report_load(&report, quiet);
+        Ok(m)
+    };
+
+    let mut model = match recipe.method {
+        Method::Movement | Method::SoftMovement | Method::Magnitude => {
+            let mut model = load_start(t.seed)?;
+            let kind = match recipe.method {
+                Method::Movement => PruneKind::Movement,
+                Method::SoftMovement => PruneKind::SoftMovement,
+                _ => PruneKind::Magnitude,
+            };
+            install_masked(be, &mut model, kind.mask_kind(recipe.pruning.score_rule))?;
+            let mut hooks = with_distill(
+                be,
+                recipe,
+                &model,
+                prune_hooks(recipe, kind, target, &t, &data)?,
+            )?;
+            let fp = fingerprint(&json!({"stage": "prune", "base": base_fp}));
+            stages.push(run_training(
+                be,
+                &mut model,
+                &data,
+                &t,
+                &out,
+                &mut HookRef(hooks.as_mut()),
+                &mut no_best,
+                resume,
+                &fp,
+                quiet,
+            )?);
+            drop(hooks);
+            finalize_masks(be, &mut model)?;
+            model
+        }
+        Method::Svd => {
+            let mut model = load_start(t.seed)?;
+            factorize_dense(be, &mut model, target, recipe)?;
+            let mut hooks = with_distill(be, recipe, &model, crate::train::trainer::NoHooks)?;
+            let fp = fingerprint(&json!({"stage": "svd", "base": base_fp}));
+            stages.push(run_training(
+                be,
+                &mut model,
+                &data,
+                &t,
+                &out,
+                &mut HookRef(hooks.as_mut()),
+                &mut no_best,
+                resume,
+                &fp,
+                quiet,
+            )?);
+            model
+        }
+        Method::Losparse => {
+            let mut model = load_start(t.seed)?;
+            let l = &recipe.losparse;
+            let dense: usize = dense_params(&model);
+            let mut s = losparse_settings(recipe, &t, &data, 0.0)?;
+            let lowrank = match l.rank {
+                Some(r) => {
+                    check_rank(&model, r)?;
+                    let rho = rank_to_ratio(&model, r);
+                    s.rank_ratio = rho;
+                    install_losparse(be, &mut model, &s, t.seed)?
+                }
+                None => install_losparse(be, &mut model, &s, t.seed)?,
+            };
+            let lowrank_frac = lowrank as f64 / dense as f64;
+            let final_kept = match l.final_kept {
+                Some(g) => g,
+                None => {
+                    let g = target - lowrank_frac;
+                    if g <= 0.0 {
+                        return Err(Error::msg(format!(
+                            "impossible budget: the low-rank part alone keeps {lowrank_frac:.4} of the parameters, \
+                             target.kept_ratio is {target}; lower losparse.rank_ratio or raise the target"
+                        )));
+                    }
+                    g
+                }
+            };
+            s.final_kept = final_kept;
+            let total = total_steps_for(&t, data.train.as_deref())?;
+            let mut hooks = with_distill(be, recipe, &model, LoSparseHooks::new(s, total))?;
+            let fp = fingerprint(&json!({"stage": "losparse", "base": base_fp}));
+            stages.push(run_training(
+                be,
+                &mut model,
+                &data,
+                &t,
+                &out,
+                &mut HookRef(hooks.as_mut()),
+                &mut no_best,
+                resume,
+                &fp,
+                quiet,
+            )?);
+            model
+        }
+        Method::Lpaf => {
+            let gamma_s = recipe.lpaf.sparse_kept.unwrap_or(target);
+            let pruned_dir = out.join("pruned");
+            let mut model = if resume
+                && pruned_dir
+                    .join(crate::compress::format::COMPRESSION_FILE)
+                    .is_file()
+            {
+                if !quiet {
+                    eprintln!("stage 1 already done: loading {}", pruned_dir.display());
+                }
+                load_compressed(be, &pruned_dir, t.seed)?.0
+            } else {
+                if !quiet {
+                    eprintln!("LPAF stage 1: movement pruning to {gamma_s} kept per matrix");
+                }
+                let mut model = load_start(t.seed)?;
+                install_masked(
+                    be,
+                    &mut model,
+                    MaskKind::Movement(recipe.pruning.score_rule),
+                )?;
+                let mut hooks = with_distill(
+                    be,
+                    recipe,
+                    &model,
+                    prune_hooks(recipe, PruneKind::Movement, gamma_s, &t, &data)?,
+                )?;
+                let fp = fingerprint(&json!({"stage": "lpaf-prune", "base": base_fp}));
+                let stage_dir = out.join("stage1");
+                stages.push(run_training(
+                    be,
+                    &mut model,
+                    &data,
+                    &t,
+                    &stage_dir,
+                    &mut HookRef(hooks.as_mut()),
+                    &mut no_best,
+                    resume,
+                    &fp,
+                    quiet,
+                )?);
+                drop(hooks);
+                finalize_masks(be, &mut model)?;
+                save_compressed(
+                    be,
+                    &model,
+                    &pruned_dir,
+                    Some(&model_dir),
+                    Some(&data.task.label_names),
+                    "movement",
+                    recipe_json.clone(),
+                )?;
+                model
+            };
+            if !quiet {
+                eprintln!(
+                    "LPAF stage 2: sparsity-aware SVD, {:?} rank allocation to kept ratio {target}",
+                    recipe.lpaf.allocation
+                );
+            }
+            let lp = &recipe.lpaf;
+            let fs = FactorizeSettings {
+                omega: lp.omega,
+                em_steps: lp.em_steps,
+                rel_tol: lp.rel_tol,
+                power_iters: lp.power_iters,
+                init_power_iters: lp.init_power_iters,
+                allocation: lp.allocation,
+            };
+            let report = factorize_pruned(be, &mut model, target, &fs, t.seed)?;
+            crate::model::io::write_atomic(
+                &out.join("factorization.json"),
+                serde_json::to_string_pretty(&report)?.as_bytes(),
+            )?;
+            let mut t3 = t.clone();
+            if let Some(s) = lp.finetune_steps {
+                t3.steps = Some(s);
+            } else if let Some(e) = lp.finetune_epochs {
+                t3.steps = None;
+                t3.epochs = e;
+            }
+            if let Some(lr) = lp.finetune_lr {
+                t3.lr = lr;
+            }
+            let total3 = total_steps_for(&t3, data.train.as_deref())?;
+            let sched = MixedRankSchedule {
+                p0: lp.p0,
+                end_step: (lp.mixed_fraction * total3 as f64).round() as u64,
+            };
+            if !quiet {
+                eprintln!(
+                    "LPAF stage 3: mixed-rank fine-tuning, p from {} to 0 by step {}",
+                    lp.p0, sched.end_step
+                );
+            }
+            let mut hooks = with_distill(
+                be,
+                recipe,
+                &model,
+                MixedRankHooks {
+                    schedule: sched,
+                    p: lp.p0,
+                },
+            )?;
+            let fp = fingerprint(&json!({"stage": "lpaf-mixed", "base": base_fp}));
+            stages.push(run_training(
+                be,
+                &mut model,
+                &data,
+                &t3,
+                &out,
+                &mut HookRef(hooks.as_mut()),
+                &mut no_best,
+                resume,
+                &fp,
+                quiet,
+            )?);
+            drop(hooks);
+            finalize_lowrank(&mut model);
+            model
+        }
+    };
+    let info = save_compressed(
+        be,
+        &model,
+        &out.join("compressed"),
+        Some(&model_dir),
+        Some(&data.task.label_names),
+        recipe.method.name(),
+        recipe_json,
+    )?;
+    if !quiet {
+        print!("{}", stats_table(&info.matrices, &info.total));
+    }
+    outcome(be, &mut model, recipe, &data, &t, &info, stages)
+}
+
+fn outcome(
+    be: &dyn Backend,
+    model: &mut Bert,
+    recipe: &Recipe,
+    data: &RunData,
+    t: &TrainSection,
+    info: &CompressionInfo,
+    stages: Vec<TrainSummary>,
+) -> Result<CompressOutcome> {
+    // The final model's dev score (after finalizing masks / factors).
+    let (metrics, main) = match &data.dev {
+        Some(d) => {
+            let r = crate::train::eval::evaluate(
+                be,
+                model,
+                d,
+                &data.task.metrics,
+                t.eval_batch_size,
+                t.precision,
+            )?;
+            let main = r.main_value();
+            (r.metrics, main)
+        }
+        None => (Vec::new(), None),
+    };
+    let secs: f64 = stages.iter().map(|s| s.train_seconds).sum();
+    let steps: u64 = stages.iter().map(|s| s.steps).sum();
+    let sps = if stages.is_empty() {
+        0.0
+    } else {
+        stages
+            .iter()
+            .map(|s| s.samples_per_second * s.train_seconds)
+            .sum::<f64>()
+            / secs.max(1e-9)
+    };
+    let o = CompressOutcome {
+        method: recipe.method.name().to_string(),
+        kept_ratio: info.total.kept_ratio,
+        dev_metrics: metrics,
+        main_metric: main,
+        train_seconds: secs,
+        samples_per_second: sps,
+        steps,
+        output: recipe.output.join("compressed"),
+        stages,
+    };
+    crate::model::io::write_atomic(
+        &recipe.output.join("summary.json"),
+        serde_json::to_string_pretty(&o)?.as_bytes(),
+    )?;
+    Ok(o)
+}
+
+fn dense_params(model: &Bert) -> usize {
+    model
+        .layers
+        .iter()
+        .flat_map(|l| l.linears.iter())
+        .map(|l| l.in_features() * l.out_features())
+        .sum()
+}
+
+fn check_rank(model: &Bert, r: usize) -> Result<()> {
+    for (li, l) in model.layers.iter().enumerate() {
+        for (s, x) in l.linears.iter().enumerate() {
+            let m = x.in_features().min(x.out_features());
+            if r > m {
+                return Err(Error::msg(format!(
+                    "rank {r} is larger than matrix {} ({}×{})",
+                    linear_prefix(li, s),
+                    x.out_features(),
+                    x.in_features()
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The ρ that gives rank `r` on the first matrix (for an explicit LoSparse rank).
+fn rank_to_ratio(model: &Bert, r: usize) -> f64 {
+    let l = &model.layers[0].linears[0];
+    let (o, i) = (l.out_features() as f64, l.in_features() as f64);
+    (r as f64 * (o + i) / (o * i)).min(0.999_999) - 1e-12
+}
+
+fn prune_hooks(
+    recipe: &Recipe,
+    kind: PruneKind,
+    kept: f64,
+    t: &TrainSection,
+    data: &RunData,
+) -> Result<PruneHooks> {
+    let total = total_steps_for(t, data.train.as_deref())?;
+    let p = &recipe.pruning;
+    let warm = (p.initial_warmup * total as f64).round() as u64;
+    let cool = (p.final_warmup * total as f64).round() as u64;
+    Ok(PruneHooks::new(PruneSettings {
+        kind,
+        scope: p.scope,
+        schedule: CubicSchedule::new(1.0, kept, total, warm, cool),
+        soft_tau: p.soft_tau,
+        soft_lambda: p.soft_lambda,
+        soft_min_kept: p.soft_min_kept,
+    }))
+}
+
+fn losparse_settings(
+    recipe: &Recipe,
+    t: &TrainSection,
+    data: &RunData,
+    final_kept: f64,
+) -> Result<LoSparseSettings> {
+    let l = &recipe.losparse;
+    let total = total_steps_for(t, data.train.as_deref())?;
+    let unit = l.unit_steps.unwrap_or_else(|| total.div_ceil(10).max(1));
+    if (l.initial_warmup + l.final_warmup) * unit > total {
+        return Err(Error::msg(format!(
+            "losparse: initial_warmup + final_warmup = {} units of {unit} steps exceed the {total} steps of the run",
+            l.initial_warmup + l.final_warmup
+        )));
+    }
+    Ok(LoSparseSettings {
+        rank_ratio: l.rank_ratio,
+        final_kept,
+        delta_t: l.delta_t,
+        beta1: l.beta1,
+        beta2: l.beta2,
+        structured: l.structured,
+        hard_mask: l.hard_mask,
+        unit_steps: unit,
+        initial_warmup: l.initial_warmup,
+        final_warmup: l.final_warmup,
+    })
+}
+
+/// The SVD baseline: every dense matrix → rank-r truncated SVD (√Σ split),
+/// ranks from the budget (uniform or energy) or one explicit rank.
+pub fn factorize_dense(
+    be: &dyn Backend,
+    model: &mut Bert,
+    kept: f64,
+    recipe: &Recipe,
+) -> Result<()> {
+    let mut shapes = Vec::new();
+    let mut host = Vec::new();
+    for (li, layer) in model.layers.iter().enumerate() {
+        for (s, l) in layer.linears.iter().enumerate() {
+            let d = l.as_any().downcast_ref::<DenseLinear>().ok_or_else(|| {
+                Error::msg(format!(
+                    "{}: the SVD baseline factorizes dense matrices, found '{}'",
+                    linear_prefix(li, s),
+                    l.kind()
+                ))
+            })?;
+            shapes.push((l.out_features(), l.in_features()));
+            host.push(be.to_f32(&d.weight.value)?);
+        }
+    }
+    let dense: usize = shapes.iter().map(|(o, i)| o * i).sum();
+    let ranks: Vec<usize> = match recipe.svd.rank {
+        Some(r) => {
+            check_rank(model, r)?;
+            vec![r; shapes.len()]
+        }
+        None => {
+            let budget = (kept * dense as f64).floor() as usize;
+            let mats: Vec<(&[f32], usize, usize)> = host
+                .iter()
+                .zip(&shapes)
+                .map(|(h, &(o, i))| (&h[..], o, i))
+                .collect();
+            let sv = match recipe.svd.allocation {
+                crate::compress::rank::RankAllocation::Energy => singular_values_many(&mats)?,
+                crate::compress::rank::RankAllocation::Uniform => vec![Vec::new(); shapes.len()],
+            };
+            allocate(recipe.svd.allocation, &sv, &shapes, budget)?
+        }
+    };
+    let mut ws = Vec::new();
+    let mut masks = Vec::new();
+    for (h, &(o, i)) in host.iter().zip(&shapes) {
+        ws.push(be.from_f32(h, &[o, i])?);
+        let mut m = be.zeros(&[o, i], DType::U8)?;
+        be.fill(&mut m, 1.0)?;
+        masks.push(m);
+    }
+    let problems: Vec<WeightedSvdProblem<'_>> = (0..ws.len())
+        .map(|k| WeightedSvdProblem {
+            w: &ws[k],
+            mask: &masks[k],
+            omega: 1.0,
+            rank: ranks[k],
+        })
+        .collect();
+    let opts = WeightedSvdOptions {
+        max_steps: 1,
+        rel_tol: 0.0,
+        power_iters: 2,
+        init_power_iters: 12,
+        seed: recipe.train.seed,
+    };
+    let results = be.weighted_svd(&problems, &opts)?;
+    drop(problems);
+    let mut k = 0;
+    for (li, layer) in model.layers.iter_mut().enumerate() {
+        for s in 0..6 {
+            let prefix = linear_prefix(li, s);
+            let (o, i) = shapes[k];
+            let d = layer.linears[s]
+                .as_any()
+                .downcast_ref::<DenseLinear>()
+                .expect("checked");
+            let bias = Param::new(
+                be,
+                format!("{prefix}.bias"),
+                be.clone_tensor(&d.bias.value)?,
+                false,
+            )?;
+            let f = FactorizedLinear::new(
+                be,
+                &prefix,
+                &be.to_f32(&results[k].u)?,
+                &be.to_f32(&results[k].v)?,
+                bias,
+                o,
+                i,
+                ranks[k],
+            )?;
+            layer.linears[s] = Box::new(f);
+            k += 1;
+        }
+    }
+    Ok(())
+}
+
+/// Optimizer steps of a training section over the run's training data.
+fn total_steps_for(t: &TrainSection, train: Option<&crate::data::dataset::Dataset>) -> Result<u64> {
+    let ds = train
+        .ok_or_else(|| Error::msg("no training data (give train data or a data directory)"))?;
+    crate::cli::run::total_steps(t, ds)
+}
