@@ -85,8 +85,10 @@ __device__ __forceinline__ u16 f32_to_bf16_bits(float v) {
     return (u16)(x >> 16);
 }
 
+// Exact widening, as half::bf16::to_f32 (a NaN gets its quiet bit set).
 __device__ __forceinline__ float bf16_bits_to_f32(u16 b) {
-    return __uint_as_float(((u32)b) << 16);
+    const u32 w = (b & 0x7FFFu) > 0x7F80u ? ((u32)b | 0x0040u) : (u32)b;
+    return __uint_as_float(w << 16);
 }
 
 // ---- reductions -------------------------------------------------------------

@@ -4,7 +4,9 @@
 // All are memory-bound grid-stride loops over 16-byte vectors (float4 /
 // uint4 / uchar4 views of whole, 256-byte aligned buffers) followed by a
 // scalar tail of at most 3 (or 7, 15) elements. Launch: 1-D, 256 threads,
-// any number of blocks (results do not depend on the grid).
+// any number of blocks (results do not depend on the grid). The row-wise
+// ones (add_row_bias, copy_rows) are 2-D: x over columns, y over rows, with
+// float4 variants when every size and offset is a multiple of 4.
 //
 // Arithmetic that the CPU reference writes as `a*b + c` uses __fmul_rn /
 // __fadd_rn so that nvcc does not contract it into an FMA: the results then
@@ -13,6 +15,13 @@
 #include "common.cuh"
 
 // ---- map helpers ------------------------------------------------------------
+
+template <class T>
+__device__ __forceinline__ T add_any(T a, T b);
+template <>
+__device__ __forceinline__ float add_any<float>(float a, float b) { return a + b; }
+template <>
+__device__ __forceinline__ float4 add_any<float4>(float4 a, float4 b) { return f4_add(a, b); }
 
 template <class F>
 __device__ __forceinline__ void map_unary(const float* __restrict__ x, float* __restrict__ y, u64 n, F f) {
@@ -187,18 +196,24 @@ KERNEL void mul_mask_f32(const float* __restrict__ x, const u8* __restrict__ mas
     for (u64 i = (n4 << 2) + start; i < n; i += stride) out[i] = mask[i] ? x[i] : 0.0f;
 }
 
-// y[i] += bias[i % cols] over n elements (scalar: any cols).
-KERNEL void add_row_bias_f32(float* __restrict__ y, const float* __restrict__ bias, u64 n, u64 cols) {
-    const u64 stride = global_stride();
-    for (u64 i = global_thread(); i < n; i += stride) y[i] += bias[i % cols];
+// y[r·cols + c] += bias[c] for r < rows, c < cols. 2-D launch: x over
+// columns (each thread keeps its bias value), y over rows, both grid-stride.
+template <class T>
+__device__ __forceinline__ void add_row_bias_impl(T* __restrict__ y, const T* __restrict__ bias, u64 rows, u64 cols) {
+    const u64 cstride = (u64)gridDim.x * blockDim.x;
+    for (u64 c = (u64)blockIdx.x * blockDim.x + threadIdx.x; c < cols; c += cstride) {
+        const T b = bias[c];
+        for (u64 r = blockIdx.y; r < rows; r += gridDim.y) y[r * cols + c] = add_any(y[r * cols + c], b);
+    }
 }
 
-// The same in float4 units: n4 = n / 4, cols4 = cols / 4 (cols % 4 == 0).
-KERNEL void add_row_bias_f32x4(float* __restrict__ y, const float* __restrict__ bias, u64 n4, u64 cols4) {
-    const u64 stride = global_stride();
-    float4* y4 = reinterpret_cast<float4*>(y);
-    const float4* b4 = reinterpret_cast<const float4*>(bias);
-    for (u64 i = global_thread(); i < n4; i += stride) y4[i] = f4_add(y4[i], b4[i % cols4]);
+KERNEL void add_row_bias_f32(float* __restrict__ y, const float* __restrict__ bias, u64 rows, u64 cols) {
+    add_row_bias_impl(y, bias, rows, cols);
+}
+
+// The same in float4 units: cols4 = cols / 4 (cols % 4 == 0).
+KERNEL void add_row_bias_f32x4(float* __restrict__ y, const float* __restrict__ bias, u64 rows, u64 cols4) {
+    add_row_bias_impl(reinterpret_cast<float4*>(y), reinterpret_cast<const float4*>(bias), rows, cols4);
 }
 
 // ---- activations --------------------------------------------------------------
@@ -278,12 +293,6 @@ KERNEL void dropout_f32(const float* __restrict__ x, float* __restrict__ y, u64 
 // r < rows, c < cols. 2-D launch: x over columns, y over rows, both
 // grid-stride. The host checked every row lies inside both buffers and that
 // destination rows do not overlap.
-template <class T>
-__device__ __forceinline__ T add_any(T a, T b);
-template <>
-__device__ __forceinline__ float add_any<float>(float a, float b) { return a + b; }
-template <>
-__device__ __forceinline__ float4 add_any<float4>(float4 a, float4 b) { return f4_add(a, b); }
 
 template <class T>
 __device__ __forceinline__ void copy_rows_impl(const T* __restrict__ src, T* __restrict__ dst, u64 rows, u64 cols,

@@ -35,8 +35,9 @@ KERNEL void check_ids_i32(const int* __restrict__ ids, u64 n, u64 rows, int* __r
 }
 
 // ---- gather ----------------------------------------------------------------------------
-// out[i·cols + c] (+)= table[ids[i]·cols + c] over total = n_ids·cols units.
-// Ids were validated on the host side; an invalid one is skipped anyway.
+// out[i·cols + c] (+)= table[ids[i]·cols + c] for i < n_ids, c < cols. 2-D
+// launch: x over columns, y over ids, both grid-stride. Ids were validated
+// on the host side; an invalid one is skipped anyway.
 
 template <class T>
 __device__ __forceinline__ T add_t(T a, T b);
@@ -47,27 +48,29 @@ __device__ __forceinline__ float4 add_t<float4>(float4 a, float4 b) { return f4_
 
 template <class T>
 __device__ __forceinline__ void gather_impl(const T* __restrict__ table, const int* __restrict__ ids,
-                                            T* __restrict__ out, u64 total, u64 cols, u64 rows, u32 accumulate) {
-    const u64 stride = global_stride();
-    for (u64 idx = global_thread(); idx < total; idx += stride) {
-        const u64 i = idx / cols;
-        const u64 c = idx - i * cols;
+                                            T* __restrict__ out, u64 n_ids, u64 cols, u64 rows, u32 accumulate) {
+    const u64 cstride = (u64)gridDim.x * blockDim.x;
+    for (u64 i = blockIdx.y; i < n_ids; i += gridDim.y) {
         const int id = ids[i];
         if (id < 0 || (u64)id >= rows) continue;
-        const T v = table[(u64)id * cols + c];
-        out[idx] = accumulate ? add_t(out[idx], v) : v;
+        const T* src = table + (u64)id * cols;
+        T* dst = out + i * cols;
+        for (u64 c = (u64)blockIdx.x * blockDim.x + threadIdx.x; c < cols; c += cstride) {
+            const T v = src[c];
+            dst[c] = accumulate ? add_t(dst[c], v) : v;
+        }
     }
 }
 
 KERNEL void gather_rows_f32(const float* __restrict__ table, const int* __restrict__ ids, float* __restrict__ out,
-                            u64 total, u64 cols, u64 rows, u32 accumulate) {
-    gather_impl(table, ids, out, total, cols, rows, accumulate);
+                            u64 n_ids, u64 cols, u64 rows, u32 accumulate) {
+    gather_impl(table, ids, out, n_ids, cols, rows, accumulate);
 }
 
-// float4 units: total = n_ids·cols/4, cols4 = cols/4 (cols % 4 == 0).
+// float4 units: cols4 = cols / 4 (cols % 4 == 0).
 KERNEL void gather_rows_f32x4(const float* __restrict__ table, const int* __restrict__ ids, float* __restrict__ out,
-                              u64 total, u64 cols4, u64 rows, u32 accumulate) {
-    gather_impl(reinterpret_cast<const float4*>(table), ids, reinterpret_cast<float4*>(out), total, cols4, rows,
+                              u64 n_ids, u64 cols4, u64 rows, u32 accumulate) {
+    gather_impl(reinterpret_cast<const float4*>(table), ids, reinterpret_cast<float4*>(out), n_ids, cols4, rows,
                 accumulate);
 }
 

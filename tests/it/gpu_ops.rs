@@ -244,6 +244,7 @@ fn gpu_cast_matches_cpu_bit_for_bit() {
 
 // ---- gemm -----------------------------------------------------------------------
 
+#[allow(clippy::too_many_arguments)]
 fn gemm_case(
     g: &dyn Backend,
     c: &CpuBackend,

@@ -68,6 +68,102 @@ fn softmax_variant(s: usize, fwd: bool) -> &'static str {
     }
 }
 
+/// Kinds of kernel parameters, for [`SIGNATURES`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Ak {
+    /// Any device pointer.
+    P,
+    U32,
+    U64,
+    F32,
+}
+
+use Ak::{F32 as F, P, U32 as W, U64 as L};
+
+/// The parameter list of every kernel this file launches, as declared in
+/// `kernels/*.cu` (a unit test parses the sources and compares).
+/// [`CudaBackend::run_kernel`] checks each launch's arguments against it, so
+/// an argument list out of step with its kernel is an error, not silent
+/// memory corruption.
+#[rustfmt::skip]
+const SIGNATURES: &[(&str, &str, &[Ak])] = &[
+    ("elementwise", "fill_u32", &[P, L, W]),
+    ("elementwise", "fill_u16", &[P, L, W]),
+    ("elementwise", "fill_u8", &[P, L, W]),
+    ("elementwise", "cast_f32_bf16", &[P, P, L]),
+    ("elementwise", "cast_bf16_f32", &[P, P, L]),
+    ("elementwise", "cast_u8_f32", &[P, P, L]),
+    ("elementwise", "axpby_f32", &[P, P, L, F, F, W]),
+    ("elementwise", "scale_f32", &[P, L, F]),
+    ("elementwise", "mul_mask_f32", &[P, P, P, L]),
+    ("elementwise", "add_row_bias_f32", &[P, P, L, L]),
+    ("elementwise", "add_row_bias_f32x4", &[P, P, L, L]),
+    ("elementwise", "gelu_f32", &[P, P, L]),
+    ("elementwise", "gelu_backward_f32", &[P, P, P, L]),
+    ("elementwise", "tanh_f32", &[P, P, L]),
+    ("elementwise", "tanh_backward_f32", &[P, P, P, L]),
+    ("elementwise", "dropout_f32", &[P, P, L, F, F, L, L]),
+    ("elementwise", "copy_rows_f32", &[P, P, L, L, L, L, L, L, W]),
+    ("elementwise", "copy_rows_f32x4", &[P, P, L, L, L, L, L, L, W]),
+    ("reduce", "col_sum_partials_f32", &[P, P, L, L, L]),
+    ("reduce", "col_sum_partials_f32x4", &[P, P, L, L, L]),
+    ("reduce", "col_sum_finalize_f32", &[P, P, L, L, W]),
+    ("reduce", "sum_squares_f64", &[P, L, P]),
+    ("layernorm", "layer_norm_fwd_f32x4", &[P, P, P, P, P, P, L, W, F]),
+    ("layernorm", "layer_norm_fwd_f32", &[P, P, P, P, P, P, L, L, F]),
+    ("layernorm", "layer_norm_bwd_dx_f32x4", &[P, P, P, P, P, P, L, W]),
+    ("layernorm", "layer_norm_bwd_dx_f32", &[P, P, P, P, P, P, L, L]),
+    ("layernorm", "ln_param_partials_f32", &[P, P, P, P, P, P, L, L, L]),
+    ("layernorm", "ln_param_partials_f32x4", &[P, P, P, P, P, P, L, L, L]),
+    ("layernorm", "ln_param_finalize_f32", &[P, P, P, P, L, L]),
+    ("attention", "permute_heads_f32", &[P, P, L, L, L, L]),
+    ("attention", "permute_heads_f32x4", &[P, P, L, L, L, L]),
+    ("attention", "softmax_fwd_v1", &[P, P, L, W, W, F]),
+    ("attention", "softmax_fwd_v2", &[P, P, L, W, W, F]),
+    ("attention", "softmax_fwd_v4", &[P, P, L, W, W, F]),
+    ("attention", "softmax_fwd_v8", &[P, P, L, W, W, F]),
+    ("attention", "softmax_fwd_generic", &[P, P, L, W, W, F]),
+    ("attention", "softmax_bwd_v1", &[P, P, L, W, F]),
+    ("attention", "softmax_bwd_v2", &[P, P, L, W, F]),
+    ("attention", "softmax_bwd_v4", &[P, P, L, W, F]),
+    ("attention", "softmax_bwd_v8", &[P, P, L, W, F]),
+    ("attention", "softmax_bwd_generic", &[P, P, L, W, F]),
+    ("embedding", "check_ids_i32", &[P, L, L, P]),
+    ("embedding", "gather_rows_f32", &[P, P, P, L, L, L, W]),
+    ("embedding", "gather_rows_f32x4", &[P, P, P, L, L, L, W]),
+    ("embedding", "scatter_rank_count", &[P, W, P]),
+    ("embedding", "scatter_rank_place", &[P, P, W, P, P]),
+    ("embedding", "scatter_pieces_f32", &[P, P, P, P, P, P, W, L, W]),
+    ("embedding", "scatter_combine_f32", &[P, P, P, P, W, L, W, W]),
+    ("optim", "adamw_f32", &[P, P, P, P, L, F, F, F, F, F, F, F, F]),
+];
+
+/// Why `args` do not fit kernel `module::name` (None when they do).
+fn signature_mismatch(module: &str, name: &str, args: &[KArg]) -> Option<String> {
+    let Some((_, _, want)) = SIGNATURES
+        .iter()
+        .find(|(m, n, _)| *m == module && *n == name)
+    else {
+        return Some(format!("kernel {module}::{name} has no recorded signature"));
+    };
+    let got: Vec<Option<Ak>> = args
+        .iter()
+        .map(|a| match a {
+            KArg::Ptr(_) => Some(Ak::P),
+            KArg::U32(_) => Some(Ak::U32),
+            KArg::U64(_) => Some(Ak::U64),
+            KArg::F32(_) => Some(Ak::F32),
+            KArg::I32(_) => None,
+        })
+        .collect();
+    if got.len() != want.len() || got.iter().zip(want.iter()).any(|(g, w)| *g != Some(*w)) {
+        return Some(format!(
+            "kernel {module}::{name} takes {want:?}, launched with {args:?}"
+        ));
+    }
+    None
+}
+
 fn too_large(op: &str, what: &str, v: usize, max: usize) -> Error {
     Error::shape(op, format!("{what} = {v} exceeds the kernel limit {max}"))
 }
@@ -88,6 +184,21 @@ impl CudaBackend {
 }
 
 impl CudaBackend {
+    /// [`CudaBackend::launch`] after checking the arguments against the
+    /// kernel's recorded signature.
+    fn run_kernel(
+        &self,
+        module: &'static str,
+        name: &'static str,
+        cfg: LaunchConfig,
+        args: &[KArg],
+    ) -> Result<()> {
+        if let Some(why) = signature_mismatch(module, name, args) {
+            return Err(Error::cuda(name, why));
+        }
+        self.launch(module, name, cfg, args)
+    }
+
     /// A 1-D grid-stride launch over `items` work items: 256-thread blocks,
     /// at most 32 blocks per multiprocessor (the kernels loop, so the grid
     /// never changes a result).
@@ -108,6 +219,22 @@ impl CudaBackend {
         LaunchConfig {
             grid_dim: (blocks, 1, 1),
             block_dim: (BLOCK, 1, 1),
+            shared_mem_bytes: 0,
+        }
+    }
+
+    /// Row-wise 2-D kernels: x over `units` columns (blocks of up to 256
+    /// threads, a multiple of 32 that fits short rows), y over `rows` (at
+    /// most 65535 blocks; the kernels grid-stride in both directions).
+    fn rows_2d_cfg(units: usize, rows: usize) -> LaunchConfig {
+        let block_x = units.div_ceil(32).clamp(1, BLOCK as usize / 32) * 32;
+        LaunchConfig {
+            grid_dim: (
+                units.div_ceil(block_x).clamp(1, 1024) as u32,
+                rows.clamp(1, MAX_GRID_Y) as u32,
+                1,
+            ),
+            block_dim: (block_x as u32, 1, 1),
             shared_mem_bytes: 0,
         }
     }
@@ -143,7 +270,7 @@ impl CudaBackend {
         if n == 0 {
             return Ok(());
         }
-        self.launch(
+        self.run_kernel(
             "elementwise",
             kernel,
             self.stride_cfg(n.div_ceil(4)),
@@ -173,7 +300,7 @@ impl CudaBackend {
         if n == 0 {
             return Ok(());
         }
-        self.launch(
+        self.run_kernel(
             "elementwise",
             kernel,
             self.stride_cfg(n.div_ceil(4)),
@@ -200,7 +327,7 @@ impl CudaBackend {
         }
         let mut flag = self.from_i32(&[i32::MAX], &[1])?;
         let pf = self.ptr_mut(op, "flag", &mut flag, DType::I32)?;
-        self.launch(
+        self.run_kernel(
             "embedding",
             "check_ids_i32",
             self.stride_cfg(n),
@@ -280,7 +407,7 @@ impl CudaBackend {
         } else {
             ("permute_heads_f32", n, d)
         };
-        self.launch(
+        self.run_kernel(
             "attention",
             kernel,
             self.stride_cfg(total),
@@ -497,7 +624,7 @@ impl Backend for CudaBackend {
         if n == 0 {
             return Ok(());
         }
-        self.launch(
+        self.run_kernel(
             "elementwise",
             kernel,
             self.stride_cfg(n.div_ceil(per_vec)),
@@ -527,7 +654,7 @@ impl Backend for CudaBackend {
         if n == 0 {
             return Ok(());
         }
-        self.launch(
+        self.run_kernel(
             "elementwise",
             kernel,
             self.stride_cfg(n.div_ceil(4)),
@@ -651,7 +778,7 @@ impl Backend for CudaBackend {
         if n == 0 {
             return Ok(());
         }
-        self.launch(
+        self.run_kernel(
             "elementwise",
             "axpby_f32",
             self.stride_cfg(n.div_ceil(4)),
@@ -672,7 +799,7 @@ impl Backend for CudaBackend {
         if n == 0 {
             return Ok(());
         }
-        self.launch(
+        self.run_kernel(
             "elementwise",
             "scale_f32",
             self.stride_cfg(n.div_ceil(4)),
@@ -691,7 +818,7 @@ impl Backend for CudaBackend {
         if n == 0 {
             return Ok(());
         }
-        self.launch(
+        self.run_kernel(
             "elementwise",
             "mul_mask_f32",
             self.stride_cfg(n.div_ceil(4)),
@@ -719,19 +846,20 @@ impl Backend for CudaBackend {
         if n == 0 {
             return Ok(());
         }
-        let (kernel, items, units) = if cols % 4 == 0 {
-            ("add_row_bias_f32x4", n / 4, cols / 4)
+        let rows = n / cols;
+        let (kernel, units) = if cols % 4 == 0 {
+            ("add_row_bias_f32x4", cols / 4)
         } else {
-            ("add_row_bias_f32", n, cols)
+            ("add_row_bias_f32", cols)
         };
-        self.launch(
+        self.run_kernel(
             "elementwise",
             kernel,
-            self.stride_cfg(items),
+            Self::rows_2d_cfg(units, rows),
             &[
                 KArg::Ptr(py),
                 KArg::Ptr(pb),
-                KArg::U64(items as u64),
+                KArg::U64(rows as u64),
                 KArg::U64(units as u64),
             ],
         )
@@ -765,7 +893,7 @@ impl Backend for CudaBackend {
         } else {
             ("col_sum_partials_f32", cols)
         };
-        self.launch(
+        self.run_kernel(
             "reduce",
             kernel,
             self.col_cfg(op, units, chunks)?,
@@ -777,7 +905,7 @@ impl Backend for CudaBackend {
                 KArg::U64(rpc as u64),
             ],
         )?;
-        self.launch(
+        self.run_kernel(
             "reduce",
             "col_sum_finalize_f32",
             self.stride_cfg(cols),
@@ -843,7 +971,7 @@ impl Backend for CudaBackend {
             return self.copy(x, y);
         }
         let scale = 1.0 / (1.0 - p);
-        self.launch(
+        self.run_kernel(
             "elementwise",
             "dropout_f32",
             self.stride_cfg(n.div_ceil(4)),
@@ -903,7 +1031,7 @@ impl Backend for CudaBackend {
         if cols % 4 == 0 && cols <= 1024 {
             let mut args = ptrs.to_vec();
             args.extend([KArg::U32(cols as u32), KArg::F32(eps)]);
-            self.launch(
+            self.run_kernel(
                 "layernorm",
                 "layer_norm_fwd_f32x4",
                 self.rows_cfg(rows),
@@ -912,7 +1040,7 @@ impl Backend for CudaBackend {
         } else {
             let mut args = ptrs.to_vec();
             args.extend([KArg::U64(cols as u64), KArg::F32(eps)]);
-            self.launch(
+            self.run_kernel(
                 "layernorm",
                 "layer_norm_fwd_f32",
                 self.rows_cfg(rows),
@@ -971,7 +1099,7 @@ impl Backend for CudaBackend {
         if cols % 4 == 0 && cols <= 1024 {
             let mut args = ptrs.to_vec();
             args.push(KArg::U32(cols as u32));
-            self.launch(
+            self.run_kernel(
                 "layernorm",
                 "layer_norm_bwd_dx_f32x4",
                 self.rows_cfg(rows),
@@ -980,7 +1108,7 @@ impl Backend for CudaBackend {
         } else {
             let mut args = ptrs.to_vec();
             args.push(KArg::U64(cols as u64));
-            self.launch(
+            self.run_kernel(
                 "layernorm",
                 "layer_norm_bwd_dx_f32",
                 self.rows_cfg(rows),
@@ -997,7 +1125,7 @@ impl Backend for CudaBackend {
         } else {
             ("ln_param_partials_f32", cols)
         };
-        self.launch(
+        self.run_kernel(
             "layernorm",
             kernel,
             self.col_cfg(op, units, chunks)?,
@@ -1013,7 +1141,7 @@ impl Backend for CudaBackend {
                 KArg::U64(rpc as u64),
             ],
         )?;
-        self.launch(
+        self.run_kernel(
             "layernorm",
             "ln_param_finalize_f32",
             self.stride_cfg(cols),
@@ -1076,7 +1204,7 @@ impl Backend for CudaBackend {
         if s > u32::MAX as usize || heads > u32::MAX as usize {
             return Err(too_large(op, "S or heads", s.max(heads), u32::MAX as usize));
         }
-        self.launch(
+        self.run_kernel(
             "attention",
             softmax_variant(s, true),
             self.rows_cfg(rows),
@@ -1104,7 +1232,7 @@ impl Backend for CudaBackend {
             return Err(too_large(op, "row length", s, u32::MAX as usize));
         }
         let rows = probs.numel() / s;
-        self.launch(
+        self.run_kernel(
             "attention",
             softmax_variant(s, false),
             self.rows_cfg(rows),
@@ -1140,20 +1268,20 @@ impl Backend for CudaBackend {
         if want == 0 {
             return Ok(());
         }
-        let (kernel, total, units) = if cols % 4 == 0 {
-            ("gather_rows_f32x4", want / 4, cols / 4)
+        let (kernel, units) = if cols % 4 == 0 {
+            ("gather_rows_f32x4", cols / 4)
         } else {
-            ("gather_rows_f32", want, cols)
+            ("gather_rows_f32", cols)
         };
-        self.launch(
+        self.run_kernel(
             "embedding",
             kernel,
-            self.stride_cfg(total),
+            Self::rows_2d_cfg(units, n),
             &[
                 KArg::Ptr(pt),
                 KArg::Ptr(pi),
                 KArg::Ptr(po),
-                KArg::U64(total as u64),
+                KArg::U64(n as u64),
                 KArg::U64(units as u64),
                 KArg::U64(rows as u64),
                 KArg::U32(accumulate as u32),
@@ -1197,13 +1325,13 @@ impl Backend for CudaBackend {
             block_dim: (128, 1, 1),
             shared_mem_bytes: 0,
         };
-        self.launch(
+        self.run_kernel(
             "embedding",
             "scatter_rank_count",
             rank_cfg,
             &[KArg::Ptr(pi), KArg::U32(n as u32), KArg::Ptr(prank)],
         )?;
-        self.launch(
+        self.run_kernel(
             "embedding",
             "scatter_rank_place",
             self.stride_cfg(n),
@@ -1224,7 +1352,7 @@ impl Backend for CudaBackend {
             block_dim: (BLOCK, 1, 1),
             shared_mem_bytes: 0,
         };
-        self.launch(
+        self.run_kernel(
             "embedding",
             "scatter_pieces_f32",
             piece_cfg,
@@ -1240,7 +1368,7 @@ impl Backend for CudaBackend {
                 KArg::U32(piece as u32),
             ],
         )?;
-        self.launch(
+        self.run_kernel(
             "embedding",
             "scatter_combine_f32",
             piece_cfg,
@@ -1299,17 +1427,8 @@ impl Backend for CudaBackend {
             ("copy_rows_f32", 1)
         };
         let units = spec.cols / q;
-        let block_x = units.div_ceil(32).min(BLOCK as usize / 32) * 32;
-        let cfg = LaunchConfig {
-            grid_dim: (
-                units.div_ceil(block_x).min(1024) as u32,
-                spec.rows.min(MAX_GRID_Y) as u32,
-                1,
-            ),
-            block_dim: (block_x as u32, 1, 1),
-            shared_mem_bytes: 0,
-        };
-        self.launch(
+        let cfg = Self::rows_2d_cfg(units, spec.rows);
+        self.run_kernel(
             "elementwise",
             kernel,
             cfg,
@@ -1345,7 +1464,7 @@ impl Backend for CudaBackend {
             block_dim: (BLOCK, 1, 1),
             shared_mem_bytes: 0,
         };
-        self.launch(
+        self.run_kernel(
             "reduce",
             "sum_squares_f64",
             cfg,
@@ -1384,7 +1503,7 @@ impl Backend for CudaBackend {
         let step_size = hp.lr / bc1;
         let bc2_sqrt = bc2.sqrt();
         let decay = 1.0 - hp.lr * hp.weight_decay;
-        self.launch(
+        self.run_kernel(
             "optim",
             "adamw_f32",
             self.stride_cfg(n.div_ceil(4)),
@@ -1511,5 +1630,126 @@ impl Backend for CudaBackend {
         compress::lowrank_sparse_backward(
             self, x, u, v, mask, w_eff, dy, dx, du, dv, ds, db, dw_scratch, precision,
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Parameter kinds of every `KERNEL void name(...)` in a source file.
+    fn parse_kernels(src: &str) -> Vec<(String, Vec<Ak>)> {
+        let mut out = Vec::new();
+        let mut rest = src;
+        while let Some(i) = rest.find("KERNEL void ") {
+            let after = &rest[i + "KERNEL void ".len()..];
+            let open = after.find('(').expect("kernel parameter list");
+            let close = after.find(')').expect("kernel parameter list end");
+            let name = after[..open].trim().to_string();
+            let params = after[open + 1..close]
+                .split(',')
+                .map(|p| p.trim())
+                .filter(|p| !p.is_empty())
+                .map(|p| {
+                    let ty = p.split_whitespace().next().unwrap_or("");
+                    if p.contains('*') {
+                        Ak::P
+                    } else {
+                        match ty {
+                            "u64" => Ak::U64,
+                            "u32" => Ak::U32,
+                            "float" => Ak::F32,
+                            other => {
+                                panic!("kernel {name}: unexpected parameter type {other} in '{p}'")
+                            }
+                        }
+                    }
+                })
+                .collect();
+            out.push((name, params));
+            rest = &after[close..];
+        }
+        out
+    }
+
+    #[test]
+    fn signatures_match_the_kernel_sources() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("kernels");
+        let modules = [
+            "elementwise",
+            "reduce",
+            "layernorm",
+            "attention",
+            "embedding",
+            "optim",
+        ];
+        let mut seen = 0;
+        for module in modules {
+            let src =
+                std::fs::read_to_string(dir.join(format!("{module}.cu"))).expect("kernel source");
+            for (name, params) in parse_kernels(&src) {
+                let entry = SIGNATURES
+                    .iter()
+                    .find(|(m, n, _)| *m == module && *n == name);
+                let (_, _, want) =
+                    entry.unwrap_or_else(|| panic!("{module}::{name} is not in SIGNATURES"));
+                assert_eq!(want.to_vec(), params, "{module}::{name}");
+                seen += 1;
+            }
+        }
+        assert_eq!(
+            seen,
+            SIGNATURES.len(),
+            "SIGNATURES names kernels that the sources do not define"
+        );
+    }
+
+    #[test]
+    fn mismatched_arguments_are_reported() {
+        assert!(signature_mismatch(
+            "elementwise",
+            "scale_f32",
+            &[KArg::Ptr(0), KArg::U64(1), KArg::F32(2.0)]
+        )
+        .is_none());
+        assert!(signature_mismatch(
+            "elementwise",
+            "scale_f32",
+            &[KArg::Ptr(0), KArg::U32(1), KArg::F32(2.0)]
+        )
+        .is_some());
+        assert!(
+            signature_mismatch("elementwise", "scale_f32", &[KArg::Ptr(0), KArg::U64(1)]).is_some()
+        );
+        assert!(signature_mismatch("elementwise", "no_such_kernel", &[]).is_some());
+    }
+
+    #[test]
+    fn column_chunks_cover_the_rows() {
+        for rows in [
+            1usize,
+            63,
+            64,
+            65,
+            4096,
+            16_384,
+            16_385,
+            1 << 22,
+            10_000_019,
+        ] {
+            let (rpc, chunks) = col_chunks(rows);
+            assert!(rpc >= 64 && (1..=256).contains(&chunks), "{rows}");
+            assert!(rpc * chunks >= rows && rpc * (chunks - 1) < rows, "{rows}");
+        }
+    }
+
+    #[test]
+    fn softmax_variants_fit_the_row_length() {
+        assert_eq!(softmax_variant(128, true), "softmax_fwd_v1");
+        assert_eq!(softmax_variant(132, true), "softmax_fwd_v2");
+        assert_eq!(softmax_variant(384, false), "softmax_bwd_v4");
+        assert_eq!(softmax_variant(1024, true), "softmax_fwd_v8");
+        assert_eq!(softmax_variant(1028, true), "softmax_fwd_generic");
+        assert_eq!(softmax_variant(130, false), "softmax_bwd_generic");
     }
 }
