@@ -1,13 +1,97 @@
 //! `lpaf bench kernels` / `lpaf bench train`.
 
+use crate::backend::{DeviceKind, Precision};
+use crate::bench::train::{self, TrainBenchOptions, METHODS};
+use crate::cli::run::backend;
 use crate::cli::BenchArgs;
+use crate::device::DeviceChoice;
 use crate::error::{Error, Result};
+use crate::model::BertConfig;
 
 pub fn bench(a: BenchArgs) -> Result<()> {
+    let choice: DeviceChoice = a.device.parse()?;
     match a.what.as_str() {
-        "kernels" | "train" => Err(Error::msg(format!("lpaf bench {}: being written", a.what))),
+        "train" => bench_train(a, choice),
+        "kernels" => bench_kernels(a, choice),
         other => Err(Error::msg(format!(
             "unknown benchmark '{other}' (expected kernels or train)"
         ))),
     }
+}
+
+/// MiniLM-L6's shape (random weights).
+pub fn minilm_config() -> BertConfig {
+    BertConfig::tiny(30522, 384, 6, 12, 1536)
+}
+
+fn bench_train(a: BenchArgs, choice: DeviceChoice) -> Result<()> {
+    let be = backend(choice, false)?;
+    let gpu = be.kind() == DeviceKind::Cuda;
+    let size = if a.size == "auto" {
+        if gpu {
+            "base".to_string()
+        } else {
+            "minilm".to_string()
+        }
+    } else {
+        a.size.clone()
+    };
+    let mut config = match size.as_str() {
+        "base" => BertConfig::base(),
+        "minilm" => minilm_config(),
+        other => {
+            return Err(Error::msg(format!(
+                "--size {other}: expected base or minilm"
+            )))
+        }
+    };
+    config.max_position_embeddings = config.max_position_embeddings.max(a.seq);
+    let precisions: Vec<Precision> = if a.precisions.is_empty() {
+        if gpu {
+            vec![Precision::F32, Precision::Tf32, Precision::Bf16]
+        } else {
+            vec![Precision::F32]
+        }
+    } else {
+        a.precisions
+            .iter()
+            .map(|p| p.parse())
+            .collect::<Result<_>>()?
+    };
+    let methods: Vec<String> = if a.methods.is_empty() {
+        METHODS.iter().map(|s| s.to_string()).collect()
+    } else {
+        a.methods.clone()
+    };
+    let (batch, seq) = if gpu || a.size != "auto" {
+        (a.batch, a.seq)
+    } else {
+        (a.batch.min(8), a.seq.min(64))
+    };
+    let o = TrainBenchOptions {
+        config,
+        size_name: format!("{size} (b{batch}×s{seq})"),
+        batch,
+        seq,
+        precisions,
+        methods,
+        warmup: if gpu { 3 } else { 1 },
+        repeats: if gpu { a.repeats } else { a.repeats.min(3) },
+    };
+    let rows = train::run(be.as_ref(), &o, &mut |m| eprintln!("{m}"))?;
+    print!("{}", train::table(&rows));
+    if let Some(p) = &a.json {
+        let mut s = String::new();
+        for r in &rows {
+            s.push_str(&serde_json::to_string(r)?);
+            s.push('\n');
+        }
+        crate::model::io::write_atomic(p, s.as_bytes())?;
+    }
+    Ok(())
+}
+
+fn bench_kernels(_a: BenchArgs, choice: DeviceChoice) -> Result<()> {
+    let _be = backend(choice, false)?;
+    Err(Error::msg("lpaf bench kernels: not wired yet"))
 }

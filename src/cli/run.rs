@@ -44,7 +44,18 @@ pub fn load_data(
     max_train_rows: Option<usize>,
 ) -> Result<(Tokenizer, RunData)> {
     let tok = Tokenizer::from_dir(model_dir)?;
-    let mut task = load_task(spec, &tok)?;
+    let mut spec = spec.clone();
+    for p in [
+        &mut spec.data_dir,
+        &mut spec.train,
+        &mut spec.dev,
+        &mut spec.test,
+    ] {
+        if let Some(x) = p.as_mut() {
+            *x = expand_home(x);
+        }
+    }
+    let mut task = load_task(&spec, &tok)?;
     let mut train = task.train.take();
     if let (Some(n), Some(t)) = (max_train_rows, train.as_ref()) {
         if n < t.len() {

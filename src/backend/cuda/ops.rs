@@ -828,7 +828,12 @@ impl Backend for CudaBackend {
             "elementwise",
             "mul_f32",
             self.stride_cfg(n.div_ceil(4)),
-            &[KArg::Ptr(pa), KArg::Ptr(pb), KArg::Ptr(po), KArg::U64(n as u64)],
+            &[
+                KArg::Ptr(pa),
+                KArg::Ptr(pb),
+                KArg::Ptr(po),
+                KArg::U64(n as u64),
+            ],
         )
     }
 
