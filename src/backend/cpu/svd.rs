@@ -136,6 +136,44 @@ fn orth(y: &[f64], m: usize, r: usize) -> Vec<f64> {
     out
 }
 
+/// Thin SVD of `a` (`m × n`, row-major, f64), sequential: `(U, σ, V)` with `U`
+/// `m × k`, `V` `n × k` (row-major, `k = min(m, n)`) and `σ` descending.
+pub(crate) fn thin_svd_seq(
+    a: &[f64],
+    m: usize,
+    n: usize,
+) -> std::result::Result<(Vec<f64>, Vec<f64>, Vec<f64>), String> {
+    let k = m.min(n);
+    let am = Mat::<f64>::from_fn(m, n, |i, j| a[i * n + j]);
+    let mut u = Mat::<f64>::zeros(m, k);
+    let mut v = Mat::<f64>::zeros(n, k);
+    let mut sv = faer::diag::Diag::<f64>::zeros(k);
+    let thin = faer::linalg::svd::ComputeSvdVectors::Thin;
+    let scratch =
+        faer::linalg::svd::svd_scratch::<f64>(m, n, thin, thin, Par::Seq, Default::default());
+    faer::linalg::svd::svd(
+        am.as_ref(),
+        sv.as_mut(),
+        Some(u.as_mut()),
+        Some(v.as_mut()),
+        Par::Seq,
+        MemStack::new(&mut MemBuffer::new(scratch)),
+        Default::default(),
+    )
+    .map_err(|e| format!("small SVD did not converge ({e:?})"))?;
+    let rows = |x: &Mat<f64>, r: usize| -> Vec<f64> {
+        let mut out = vec![0.0; r * k];
+        for i in 0..r {
+            for j in 0..k {
+                out[i * k + j] = *x.get(i, j);
+            }
+        }
+        out
+    };
+    let s: Vec<f64> = (0..k).map(|i| sv.column_vector()[i]).collect();
+    Ok((rows(&u, m), s, rows(&v, n)))
+}
+
 /// `Σ Ω (W − A)²` in f64, in a fixed order.
 fn objective(w: &[f32], mask: &[u8], omega: f64, a: &[f64]) -> f64 {
     let parts: Vec<f64> = w
@@ -243,38 +281,14 @@ fn solve(
         }
     }
     // Split B = U_b·Σ·V_bᵀ: U = Q·U_b·√Σ, V = √Σ·V_bᵀ.
-    let bm = Mat::<f64>::from_fn(r, n, |i, j| cur.b[i * n + j]);
-    let mut ub = Mat::<f64>::zeros(r, r);
-    let mut vb = Mat::<f64>::zeros(n, r);
-    let mut sv = faer::diag::Diag::<f64>::zeros(r);
-    let scratch = faer::linalg::svd::svd_scratch::<f64>(
-        r,
-        n,
-        faer::linalg::svd::ComputeSvdVectors::Thin,
-        faer::linalg::svd::ComputeSvdVectors::Thin,
-        Par::Seq,
-        Default::default(),
-    );
-    faer::linalg::svd::svd(
-        bm.as_ref(),
-        sv.as_mut(),
-        Some(ub.as_mut()),
-        Some(vb.as_mut()),
-        Par::Seq,
-        MemStack::new(&mut MemBuffer::new(scratch)),
-        Default::default(),
-    )
-    .map_err(|e| {
-        Error::msg(format!(
-            "{op}: problem {index}: small SVD did not converge ({e:?})"
-        ))
-    })?;
-    let sigma: Vec<f64> = (0..r).map(|i| sv.column_vector()[i].max(0.0)).collect();
+    let (ub, sv, vb) = thin_svd_seq(&cur.b, r, n)
+        .map_err(|e| Error::msg(format!("{op}: problem {index}: {e}")))?;
+    let sigma: Vec<f64> = sv.iter().map(|s| s.max(0.0)).collect();
     let root: Vec<f64> = sigma.iter().map(|s| s.sqrt()).collect();
     let mut ubs = vec![0.0; r * r];
     for i in 0..r {
         for j in 0..r {
-            ubs[i * r + j] = *ub.get(i, j) * root[j];
+            ubs[i * r + j] = ub[i * r + j] * root[j];
         }
     }
     let mut u = vec![0.0; o * r];
@@ -282,7 +296,7 @@ fn solve(
     let mut v = vec![0.0f32; r * n];
     for i in 0..r {
         for j in 0..n {
-            v[i * n + j] = (root[i] * *vb.get(j, i)) as f32;
+            v[i * n + j] = (root[i] * vb[j * r + i]) as f32;
         }
     }
     Ok(WeightedSvdResult {
