@@ -1,1 +1,4 @@
-//! (being written)
+//! Benchmarks behind `lpaf bench`: [`kernels`] measures the compression
+//! kernels of SPEC §6 against the device's measured ceilings.
+
+pub mod kernels;

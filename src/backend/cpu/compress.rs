@@ -249,27 +249,28 @@ pub(crate) fn topk_threshold(
         return Ok(TopkThreshold::none(rule, scope, abs));
     }
     let (key, greater, ties) = match scope {
-        TopkScope::Entries => radix_select(k as u64, |mask, prefix, shift, bits| {
-            let nb = 1usize << bits;
-            data.iter()
-                .map(|s| {
-                    s.par_chunks(CHUNK)
-                        .fold(
-                            || vec![0u64; nb],
-                            |mut h, c| {
-                                for &x in c {
-                                    let key = topk_key(x, abs);
-                                    if key & mask == prefix {
-                                        h[((key >> shift) as usize) & (nb - 1)] += 1;
-                                    }
+        TopkScope::Entries => {
+            // One parallel job over the chunks of every tensor.
+            let chunks: Vec<&[f32]> = data.iter().flat_map(|s| s.chunks(CHUNK)).collect();
+            radix_select(k as u64, |mask, prefix, shift, bits| {
+                let nb = 1usize << bits;
+                chunks
+                    .par_iter()
+                    .fold(
+                        || vec![0u64; nb],
+                        |mut h, c| {
+                            for &x in c.iter() {
+                                let key = topk_key(x, abs);
+                                if key & mask == prefix {
+                                    h[((key >> shift) as usize) & (nb - 1)] += 1;
                                 }
-                                h
-                            },
-                        )
-                        .reduce(|| vec![0u64; nb], add_hists)
-                })
-                .fold(vec![0u64; nb], add_hists)
-        }),
+                            }
+                            h
+                        },
+                    )
+                    .reduce(|| vec![0u64; nb], add_hists)
+            })
+        }
         TopkScope::RowMean => {
             let rows = row_keys(op, &data, scores, abs)?;
             radix_select(k as u64, |mask, prefix, shift, bits| {
