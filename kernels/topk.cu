@@ -10,14 +10,15 @@
 //   topk_select2 picks the exact key, the count above it and its ties.
 // All counts are integer atomics, so the result is exact and deterministic.
 //
-// Work is cut into tiles of TILE elements that never straddle two tensors; the
-// segment table (8 u64 per non-empty tensor, see `Seg`) maps a block to its
-// tensor. The apply pass ranks ties in global index order when only some of
+// Work is cut into tiles of TILE elements that never straddle two tensors
+// (large tiles: fewer flushes of block histograms into the few hot global
+// bins); the segment table (8 u64 per non-empty tensor, see `Seg`) maps a
+// block to its tensor. The apply pass ranks ties in global index order when only some of
 // them are kept: per-tile tie counts, a scan over tiles, then a block scan
 // per round inside the tile (element order = index order).
 #include "compress_common.cuh"
 
-#define TILE 4096
+#define TILE 8192
 #define TPB 256
 #define ROUNDS (TILE / (4 * TPB))
 
@@ -80,31 +81,34 @@ __device__ __forceinline__ int valid4(uint32_t e0, uint32_t len) {
 }
 
 // Loads the valid elements of a vector (one 16-byte load when all 4 are).
+// The pointers come from the segment table, so the global address space is
+// spelled out (__ldg / __ldcs / __stcs) instead of left to generic accesses;
+// the streaming hints fit data touched once.
 __device__ __forceinline__ void load4(const float* p, uint64_t i0, int c, float v[4]) {
     if (c == 4) {
-        float4 f = *reinterpret_cast<const float4*>(p + i0);
+        float4 f = __ldg(reinterpret_cast<const float4*>(p + i0));
         v[0] = f.x;
         v[1] = f.y;
         v[2] = f.z;
         v[3] = f.w;
     } else {
 #pragma unroll
-        for (int j = 0; j < 4; j++) v[j] = j < c ? p[i0 + j] : 0.0f;
+        for (int j = 0; j < 4; j++) v[j] = j < c ? __ldg(p + i0 + j) : 0.0f;
     }
 }
 
 // Writes the mask of a vector and zeroes the pruned entries of `apply`.
 __device__ __forceinline__ void store4(const Seg& s, uint64_t i0, int c, const bool k[4]) {
     if (c == 4) {
-        *reinterpret_cast<uchar4*>(s.mask + i0) = make_uchar4(k[0], k[1], k[2], k[3]);
+        __stcs(reinterpret_cast<uchar4*>(s.mask + i0), make_uchar4(k[0], k[1], k[2], k[3]));
         if (s.apply) {
             float4* ap = reinterpret_cast<float4*>(s.apply + i0);
-            float4 a = *ap;
+            float4 a = __ldcs(ap);
             a.x = k[0] ? a.x : 0.0f;
             a.y = k[1] ? a.y : 0.0f;
             a.z = k[2] ? a.z : 0.0f;
             a.w = k[3] ? a.w : 0.0f;
-            *ap = a;
+            __stcs(ap, a);
         }
     } else {
 #pragma unroll
@@ -266,7 +270,7 @@ extern "C" __global__ void topk_row_keys(const unsigned long long* __restrict__ 
     const float* p = s.scores + (row - s.row_begin) * cols;
     double acc = 0.0;
     for (uint64_t j = lane; j < cols; j += 32) {
-        float x = p[j];
+        float x = __ldg(p + j);
         acc += (double)(abs_ ? fabsf(x) : x);
     }
     acc = cc_warp_sum_f64(acc);
@@ -410,7 +414,7 @@ extern "C" __global__ void __launch_bounds__(TPB) topk_apply_rows(const unsigned
         for (int j = 0; j < 4; j++) {
             uint32_t e = (uint32_t)t.start + e0 + j;
             uint32_t row = e / cols, col = e - row * cols;
-            k[j] = j < c && col < keep[t.seg.row_begin + row];
+            k[j] = j < c && col < __ldg(keep + t.seg.row_begin + row);
         }
         store4(t.seg, t.start + e0, c, k);
     }

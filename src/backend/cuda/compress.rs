@@ -24,7 +24,7 @@ use crate::backend::cpu::svd::thin_svd_seq;
 
 const TPB: u32 = 256;
 /// Elements per top-k tile (`TILE` in topk.cu).
-const TILE: usize = 4096;
+const TILE: usize = 8192;
 /// Largest rank whose r×r Cholesky runs in one block's 48 KB of shared memory.
 const CHOL_MAX_RANK: usize = 110;
 
@@ -58,10 +58,19 @@ fn empty(be: &CudaBackend, shape: &[usize], dtype: DType) -> Result<Tensor> {
     Tensor::from_storage(shape, Storage::Cuda(be.alloc_storage(n, dtype)?))
 }
 
+/// Makes the backend's context current on this thread (the raw driver calls
+/// below need it; cudarc's safe calls do this themselves).
+fn bind(be: &CudaBackend) -> Result<()> {
+    be.ctx
+        .bind_to_thread()
+        .map_err(|e| Error::cuda("cuCtxSetCurrent", e))
+}
+
 fn dtod(be: &CudaBackend, dst: u64, src: u64, bytes: usize) -> Result<()> {
     if bytes == 0 {
         return Ok(());
     }
+    bind(be)?;
     // SAFETY: callers pass ranges inside live buffers.
     unsafe { cudarc::driver::result::memcpy_dtod_async(dst, src, bytes, be.stream.cu_stream()) }
         .map_err(|e| Error::cuda("cuMemcpyDtoDAsync", e))
@@ -71,6 +80,7 @@ fn memset0(be: &CudaBackend, dst: u64, bytes: usize) -> Result<()> {
     if bytes == 0 {
         return Ok(());
     }
+    bind(be)?;
     // SAFETY: callers pass a range inside a live buffer.
     unsafe { cudarc::driver::result::memset_d8_async(dst, 0, bytes, be.stream.cu_stream()) }
         .map_err(|e| Error::cuda("cuMemsetD8Async", e))
@@ -79,6 +89,7 @@ fn memset0(be: &CudaBackend, dst: u64, bytes: usize) -> Result<()> {
 /// Reads `n` u64 values at a device address (waits for the stream).
 fn read_u64s(be: &CudaBackend, src: u64, n: usize) -> Result<Vec<u64>> {
     let mut out = vec![0u64; n];
+    bind(be)?;
     // SAFETY: `src` holds n u64 values; the stream is synchronised before use.
     unsafe { cudarc::driver::result::memcpy_dtoh_async(&mut out[..], src, be.stream.cu_stream()) }
         .map_err(|e| Error::cuda("cuMemcpyDtoHAsync", e))?;
@@ -1002,11 +1013,15 @@ fn sweep(dev: &dyn SvdDevice, g: &mut Group, on_w: bool) -> Result<()> {
 }
 
 /// `A = Q·B` into xa, then the blend (when `write_x`) and the objectives of A.
-fn blend(dev: &dyn SvdDevice, g: &mut Group, write_x: bool) -> Result<Vec<f64>> {
+fn blend(dev: &dyn SvdDevice, g: &mut Group, write_x: bool) -> Result<()> {
     let (o, n, r, nb) = (g.o, g.n, g.r, g.nb());
     dev.be()
         .gemm(&Gemm::nn(o, n, r).batched(nb), &g.y1, &g.b, &mut g.xa)?;
-    dev.blend(g, write_x)?;
+    dev.blend(g, write_x)
+}
+
+/// The objectives written by the last [`blend`] (waits for the device).
+fn objectives(dev: &dyn SvdDevice, g: &Group) -> Result<Vec<f64>> {
     let w = dev.be().to_i32(&g.obj)?;
     Ok(w.chunks_exact(2)
         .map(|p| f64::from_bits(p[0] as u32 as u64 | ((p[1] as u32 as u64) << 32)))
@@ -1100,11 +1115,17 @@ pub(crate) fn svd_driver(
     let mut active: Vec<Vec<bool>> = groups.iter().map(|g| vec![true; g.nb()]).collect();
     for step in 0..=opts.max_steps {
         let last = step == opts.max_steps;
+        // Queue every group's blend, then read the objectives (one wait).
+        for (g, act) in groups.iter_mut().zip(&active) {
+            if act.iter().any(|&a| a) {
+                blend(dev, g, !last)?;
+            }
+        }
         for (g, act) in groups.iter_mut().zip(active.iter_mut()) {
             if !act.iter().any(|&a| a) {
                 continue;
             }
-            let obj = blend(dev, g, !last)?;
+            let obj = objectives(dev, g)?;
             for s in 0..g.nb() {
                 if !act[s] {
                     continue;
