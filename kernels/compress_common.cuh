@@ -9,8 +9,8 @@
 // (on |x| when abs). Must equal lpaf::backend::topk_key bit for bit.
 __device__ __forceinline__ uint32_t cc_topk_key(float x, int abs_) {
     uint32_t b = __float_as_uint(x);
-    if (abs_) return (b & 0x7fffffffu) | 0x80000000u;
-    return (b & 0x80000000u) ? ~b : (b | 0x80000000u);
+    if (abs_) b &= 0x7fffffffu;
+    return b ^ ((uint32_t)((int32_t)b >> 31) | 0x80000000u);
 }
 
 // Sum over the 32 lanes of a warp in the fixed xor-tree order (lane i adds

@@ -519,14 +519,10 @@ impl TopkThreshold {
 /// `f32::total_cmp` on `x` (on `|x|` when `abs`). Both backends rank by it.
 #[inline]
 pub fn topk_key(x: f32, abs: bool) -> u32 {
-    let b = x.to_bits();
-    if abs {
-        (b & 0x7fff_ffff) | 0x8000_0000
-    } else if b & 0x8000_0000 != 0 {
-        !b
-    } else {
-        b | 0x8000_0000
-    }
+    // Negative: all bits flipped; positive: the sign bit set. Branch-free, as
+    // scores have random signs.
+    let b = if abs { x.to_bits() & 0x7fff_ffff } else { x.to_bits() };
+    b ^ (((b as i32 >> 31) as u32) | 0x8000_0000)
 }
 
 /// The f32 whose key is `key` (the inverse of [`topk_key`] without `abs`).

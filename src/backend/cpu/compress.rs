@@ -302,12 +302,11 @@ fn write_mask(keep: impl Fn(usize) -> bool, m: &mut [u8], a: Option<&mut [f32]>)
     let mut kept = 0usize;
     match a {
         Some(a) => {
+            // Branch-free: keep decisions are unpredictable.
             for (i, (mi, ai)) in m.iter_mut().zip(a.iter_mut()).enumerate() {
                 let k = keep(i);
                 *mi = k as u8;
-                if !k {
-                    *ai = 0.0;
-                }
+                *ai = if k { *ai } else { 0.0 };
                 kept += k as usize;
             }
         }
