@@ -748,7 +748,7 @@ impl Workload for Copy {
         "copy".into()
     }
     fn size(&self) -> String {
-        format!("{} MiB", self.n * 4 >> 20)
+        format!("{} MiB", (self.n * 4) >> 20)
     }
     fn bound(&self) -> Bound {
         Bound::Memory
@@ -775,7 +775,7 @@ impl Workload for HostCopy {
         "copy".into()
     }
     fn size(&self) -> String {
-        format!("{} MiB", self.src.len() * 4 >> 20)
+        format!("{} MiB", (self.src.len() * 4) >> 20)
     }
     fn bound(&self) -> Bound {
         Bound::Memory
@@ -860,6 +860,9 @@ pub fn time_workload(
     Ok(samples[samples.len() / 2])
 }
 
+/// A row's goal from its time: the text and whether it is met.
+type GoalFn<'a> = dyn Fn(f64, &KernelBenchReport) -> (String, Option<bool>) + 'a;
+
 /// Measures the ceilings and every kernel on `backend`.
 pub fn run(backend: &dyn Backend, opts: &KernelBenchOptions) -> Result<KernelBenchReport> {
     let be = backend;
@@ -931,9 +934,7 @@ pub fn run(backend: &dyn Backend, opts: &KernelBenchOptions) -> Result<KernelBen
     let full_size = s == 1.0 && gpu;
     let n_weights: usize = bert_shapes(s).iter().map(|(o, i)| o * i).sum();
 
-    let add = |report: &mut KernelBenchReport,
-               w: Result<Box<dyn Workload>>,
-               goal: &dyn Fn(f64, &KernelBenchReport) -> (String, Option<bool>)| {
+    let add = |report: &mut KernelBenchReport, w: Result<Box<dyn Workload>>, goal: &GoalFn<'_>| {
         let mut row = KernelBenchRow {
             kernel: String::new(),
             size: String::new(),

@@ -57,7 +57,6 @@ pub(crate) fn movement_grads(
     let sp = SendPtr(sc.as_mut_ptr());
     let gw = f32s_mut(op, "grad_w", grad_w)?;
     par_chunks(gw, |start, gw| {
-        let sp = sp;
         for (i, gwi) in gw.iter_mut().enumerate() {
             let j = start + i;
             // SAFETY: j < n (same_numel); chunks are disjoint, one writer per element.
@@ -507,7 +506,6 @@ pub(crate) fn sigmoid_mask(
         .par_chunks_mut(CHUNK)
         .enumerate()
         .map(|(ci, m)| {
-            let dp = dp;
             let mut kept = 0usize;
             for (i, mi) in m.iter_mut().enumerate() {
                 let j = ci * CHUNK + i;

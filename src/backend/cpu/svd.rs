@@ -136,13 +136,12 @@ fn orth(y: &[f64], m: usize, r: usize) -> Vec<f64> {
     out
 }
 
+/// `(U, σ, V)` of a thin SVD, row-major.
+pub(crate) type SvdParts = (Vec<f64>, Vec<f64>, Vec<f64>);
+
 /// Thin SVD of `a` (`m × n`, row-major, f64), sequential: `(U, σ, V)` with `U`
 /// `m × k`, `V` `n × k` (row-major, `k = min(m, n)`) and `σ` descending.
-pub(crate) fn thin_svd_seq(
-    a: &[f64],
-    m: usize,
-    n: usize,
-) -> std::result::Result<(Vec<f64>, Vec<f64>, Vec<f64>), String> {
+pub(crate) fn thin_svd_seq(a: &[f64], m: usize, n: usize) -> std::result::Result<SvdParts, String> {
     let k = m.min(n);
     let am = Mat::<f64>::from_fn(m, n, |i, j| a[i * n + j]);
     let mut u = Mat::<f64>::zeros(m, k);
