@@ -482,7 +482,16 @@ pub struct TopkThreshold {
 impl TopkThreshold {
     /// The threshold of `k = 0`: nothing is kept.
     pub fn none(rule: TopkRule, scope: TopkScope, abs: bool) -> TopkThreshold {
-        TopkThreshold { threshold: 0.0, tie_quota: 0, ties: 0, kept: 0, rule, scope, abs, keep_none: true }
+        TopkThreshold {
+            threshold: 0.0,
+            tie_quota: 0,
+            ties: 0,
+            kept: 0,
+            rule,
+            scope,
+            abs,
+            keep_none: true,
+        }
     }
 
     /// Builds the threshold from the k-th largest key `key`, the number of
@@ -500,7 +509,16 @@ impl TopkThreshold {
             TopkRule::ExactK => (k - greater, k),
             TopkRule::KeepTies => (ties, greater + ties),
         };
-        TopkThreshold { threshold: topk_key_value(key), tie_quota, ties, kept, rule, scope, abs, keep_none: false }
+        TopkThreshold {
+            threshold: topk_key_value(key),
+            tie_quota,
+            ties,
+            kept,
+            rule,
+            scope,
+            abs,
+            keep_none: false,
+        }
     }
 
     /// The ordering key of the threshold (see [`topk_key`]).
@@ -521,7 +539,11 @@ impl TopkThreshold {
 pub fn topk_key(x: f32, abs: bool) -> u32 {
     // Negative: all bits flipped; positive: the sign bit set. Branch-free, as
     // scores have random signs.
-    let b = if abs { x.to_bits() & 0x7fff_ffff } else { x.to_bits() };
+    let b = if abs {
+        x.to_bits() & 0x7fff_ffff
+    } else {
+        x.to_bits()
+    };
     b ^ (((b as i32 >> 31) as u32) | 0x8000_0000)
 }
 
@@ -867,7 +889,9 @@ pub type BackendRef = Arc<dyn Backend>;
 /// The random start of problem `index` of a [`Backend::weighted_svd`] call:
 /// `n` values `2u − 1`, `u = philox::uniform(seed, index, j)`.
 pub fn svd_random_start(seed: u64, index: usize, n: usize) -> Vec<f32> {
-    (0..n).map(|j| 2.0 * philox::uniform(seed, index as u64, j as u64) - 1.0).collect()
+    (0..n)
+        .map(|j| 2.0 * philox::uniform(seed, index as u64, j as u64) - 1.0)
+        .collect()
 }
 
 /// The EM stopping rule: the relative change of the objective is below `rel_tol`
@@ -881,22 +905,34 @@ pub fn em_converged(prev: f64, cur: f64, rel_tol: f64) -> bool {
 pub fn check_svd_problem(op: &str, i: usize, p: &WeightedSvdProblem<'_>) -> Result<(usize, usize)> {
     let shape = p.w.shape();
     if shape.len() != 2 {
-        return Err(Error::shape(op, format!("problem {i}: w must be a matrix, got shape {shape:?}")));
+        return Err(Error::shape(
+            op,
+            format!("problem {i}: w must be a matrix, got shape {shape:?}"),
+        ));
     }
     want_dtype(op, &format!("problem {i}: w"), p.w, DType::F32)?;
     want_dtype(op, &format!("problem {i}: mask"), p.mask, DType::U8)?;
     if p.mask.shape() != shape {
         return Err(Error::shape(
             op,
-            format!("problem {i}: mask shape {:?} differs from w shape {shape:?}", p.mask.shape()),
+            format!(
+                "problem {i}: mask shape {:?} differs from w shape {shape:?}",
+                p.mask.shape()
+            ),
         ));
     }
     if !(0.0..=1.0).contains(&p.omega) {
-        return Err(Error::shape(op, format!("problem {i}: omega = {} is outside [0, 1]", p.omega)));
+        return Err(Error::shape(
+            op,
+            format!("problem {i}: omega = {} is outside [0, 1]", p.omega),
+        ));
     }
     let (out, inp) = (shape[0], shape[1]);
     if p.rank > out.min(inp) {
-        return Err(Error::shape(op, format!("problem {i}: rank {} exceeds min({out}, {inp})", p.rank)));
+        return Err(Error::shape(
+            op,
+            format!("problem {i}: rank {} exceeds min({out}, {inp})", p.rank),
+        ));
     }
     Ok((out, inp))
 }
@@ -909,12 +945,19 @@ pub fn check_topk_apply(
     apply: &[&mut Tensor],
 ) -> Result<Vec<usize>> {
     if masks.len() != scores.len() {
-        return Err(Error::shape(op, format!("{} masks for {} score tensors", masks.len(), scores.len())));
+        return Err(Error::shape(
+            op,
+            format!("{} masks for {} score tensors", masks.len(), scores.len()),
+        ));
     }
     if !apply.is_empty() && apply.len() != scores.len() {
         return Err(Error::shape(
             op,
-            format!("{} tensors to apply to for {} score tensors (give none or one each)", apply.len(), scores.len()),
+            format!(
+                "{} tensors to apply to for {} score tensors (give none or one each)",
+                apply.len(),
+                scores.len()
+            ),
         ));
     }
     let mut lens = Vec::with_capacity(scores.len());
@@ -924,7 +967,11 @@ pub fn check_topk_apply(
         if masks[i].numel() != s.numel() {
             return Err(Error::shape(
                 op,
-                format!("masks[{i}] {:?} does not match scores[{i}] {:?}", masks[i].shape(), s.shape()),
+                format!(
+                    "masks[{i}] {:?} does not match scores[{i}] {:?}",
+                    masks[i].shape(),
+                    s.shape()
+                ),
             ));
         }
         if let Some(a) = apply.get(i) {
@@ -932,7 +979,11 @@ pub fn check_topk_apply(
             if a.numel() != s.numel() {
                 return Err(Error::shape(
                     op,
-                    format!("apply[{i}] {:?} does not match scores[{i}] {:?}", a.shape(), s.shape()),
+                    format!(
+                        "apply[{i}] {:?} does not match scores[{i}] {:?}",
+                        a.shape(),
+                        s.shape()
+                    ),
                 ));
             }
         }
@@ -949,7 +1000,10 @@ pub fn check_topk_scores(op: &str, scores: &[&Tensor], k: usize) -> Result<usize
         total += s.numel();
     }
     if k > total {
-        return Err(Error::shape(op, format!("k = {k} exceeds the {total} entries of the scores")));
+        return Err(Error::shape(
+            op,
+            format!("k = {k} exceeds the {total} entries of the scores"),
+        ));
     }
     Ok(total)
 }
@@ -976,32 +1030,51 @@ impl LowrankDims {
         bias: Option<&Tensor>,
     ) -> Result<LowrankDims> {
         if u.shape().len() != 2 || v.shape().len() != 2 {
-            return Err(Error::shape(op, format!("u {:?} and v {:?} must be matrices", u.shape(), v.shape())));
+            return Err(Error::shape(
+                op,
+                format!("u {:?} and v {:?} must be matrices", u.shape(), v.shape()),
+            ));
         }
         let (out, rank) = (u.shape()[0], u.shape()[1]);
         let (rv, inp) = (v.shape()[0], v.shape()[1]);
         if rv != rank {
-            return Err(Error::shape(op, format!("u {:?} and v {:?} disagree on the rank", u.shape(), v.shape())));
+            return Err(Error::shape(
+                op,
+                format!(
+                    "u {:?} and v {:?} disagree on the rank",
+                    u.shape(),
+                    v.shape()
+                ),
+            ));
         }
         want_dtype(op, "x", x, DType::F32)?;
         want_dtype(op, "u", u, DType::F32)?;
         want_dtype(op, "v", v, DType::F32)?;
         if inp == 0 || x.numel() % inp != 0 || x.shape().last() != Some(&inp) {
-            return Err(Error::shape(op, format!("x {:?} must have {inp} columns", x.shape())));
+            return Err(Error::shape(
+                op,
+                format!("x {:?} must have {inp} columns", x.shape()),
+            ));
         }
         let n = x.numel() / inp;
         for (name, t, dt) in out_by_in {
             if let Some(t) = t {
                 want_dtype(op, name, t, *dt)?;
                 if t.numel() != out * inp {
-                    return Err(Error::shape(op, format!("{name} {:?} must have {out}×{inp} elements", t.shape())));
+                    return Err(Error::shape(
+                        op,
+                        format!("{name} {:?} must have {out}×{inp} elements", t.shape()),
+                    ));
                 }
             }
         }
         if let Some(b) = bias {
             want_dtype(op, "bias", b, DType::F32)?;
             if b.numel() != out {
-                return Err(Error::shape(op, format!("bias {:?} must have {out} elements", b.shape())));
+                return Err(Error::shape(
+                    op,
+                    format!("bias {:?} must have {out} elements", b.shape()),
+                ));
             }
         }
         Ok(LowrankDims { n, inp, out, rank })
