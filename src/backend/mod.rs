@@ -476,9 +476,14 @@ pub enum ScoreRule {
 
 /// One LoSparse importance update (SPEC §3), applied after the optimizer step.
 /// `count` is this step's 1-based position in the window: the running mean
-/// becomes `ipt = ((count−1)·ipt + |S⊙∇S|)/count`. When `close` is set
-/// (the window's last step), `Ī ← β1·Ī + (1−β1)·ipt` and, when `ubar` is
-/// given, `Ū ← β2·Ū + (1−β2)·|ipt − Ī|` (with the new Ī).
+/// becomes `ipt = ((count−1)·ipt + |S⊙∇S|)/count` (for `count = 1` simply
+/// `ipt = |S⊙∇S|`, so nothing needs resetting between windows). When `close`
+/// is set (the window's last step), `Ī ← β1·Ī + (1−β1)·ipt` and, when `ubar`
+/// is given, `Ū ← β2·Ū + (1−β2)·|ipt − Ī|` (with the new Ī).
+///
+/// Every step is one f32 operation in this order, with `1−β` computed in f32
+/// once (no fused multiply-add): the CUDA kernels reproduce the CPU bit for bit.
+/// `count = 0` is an error.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct ImportanceStep {
     pub count: u32,
@@ -514,18 +519,130 @@ pub enum TopkScope {
 /// `threshold` and, for [`TopkRule::ExactK`], the first `tie_quota` entries
 /// (in global index order) whose key equals it; for `KeepTies` every entry
 /// equal to it. Scores are compared in the total order of `f32::total_cmp`
-/// (−0 < +0; NaN above +∞), on `|x|` when `abs` was asked for. `kept` is the
-/// number of entries the mask will keep.
+/// (−0 < +0; NaN above +∞), on `|x|` when `abs` was asked for (see
+/// [`topk_key`]); with [`TopkScope::RowMean`] the key of an entry is that of
+/// its row's mean ([`topk_row_mean`]) and `threshold` is a row mean. `kept`
+/// is the number of entries the mask will keep, `ties` the number of entries
+/// whose key equals the threshold's (so `tie_quota == ties` means that every
+/// tie is kept and the apply pass needs no tie ranking).
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct TopkThreshold {
     pub threshold: f32,
     pub tie_quota: usize,
+    pub ties: usize,
     pub kept: usize,
     pub rule: TopkRule,
     pub scope: TopkScope,
     pub abs: bool,
     /// No entry is kept (k = 0): the threshold is meaningless.
     pub keep_none: bool,
+}
+
+impl TopkThreshold {
+    /// The threshold of `k = 0`: nothing is kept.
+    pub fn none(rule: TopkRule, scope: TopkScope, abs: bool) -> TopkThreshold {
+        TopkThreshold {
+            threshold: 0.0,
+            tie_quota: 0,
+            ties: 0,
+            kept: 0,
+            rule,
+            scope,
+            abs,
+            keep_none: true,
+        }
+    }
+
+    /// Builds the threshold from the k-th largest key `key`, the number of
+    /// entries with a larger key (`greater`) and with an equal one (`ties`).
+    pub fn from_key(
+        key: u32,
+        k: usize,
+        greater: usize,
+        ties: usize,
+        rule: TopkRule,
+        scope: TopkScope,
+        abs: bool,
+    ) -> TopkThreshold {
+        let (tie_quota, kept) = match rule {
+            TopkRule::ExactK => (k - greater, k),
+            TopkRule::KeepTies => (ties, greater + ties),
+        };
+        TopkThreshold {
+            threshold: topk_key_value(key),
+            tie_quota,
+            ties,
+            kept,
+            rule,
+            scope,
+            abs,
+            keep_none: false,
+        }
+    }
+
+    /// The ordering key of the threshold (see [`topk_key`]).
+    pub fn key(&self) -> u32 {
+        topk_key(self.threshold, self.abs)
+    }
+
+    /// True when only the first `tie_quota` of the `ties` equal entries are kept,
+    /// so the apply pass has to rank the ties by global index.
+    pub fn partial_ties(&self) -> bool {
+        !self.keep_none && self.rule == TopkRule::ExactK && self.tie_quota < self.ties
+    }
+}
+
+/// The ordering key of a score: a `u32` whose unsigned order is the order of
+/// `f32::total_cmp` on `x` (on `|x|` when `abs`). Both backends rank by it.
+#[inline]
+pub fn topk_key(x: f32, abs: bool) -> u32 {
+    // Negative: all bits flipped; positive: the sign bit set. Branch-free, as
+    // scores have random signs.
+    let b = if abs {
+        x.to_bits() & 0x7fff_ffff
+    } else {
+        x.to_bits()
+    };
+    b ^ (((b as i32 >> 31) as u32) | 0x8000_0000)
+}
+
+/// The f32 whose key is `key` (the inverse of [`topk_key`] without `abs`).
+#[inline]
+pub fn topk_key_value(key: u32) -> f32 {
+    if key & 0x8000_0000 != 0 {
+        f32::from_bits(key & 0x7fff_ffff)
+    } else {
+        f32::from_bits(!key)
+    }
+}
+
+/// The score of a row under [`TopkScope::RowMean`]: the mean of the row's
+/// entries (of their absolute values when `abs`), summed in f64 by 32
+/// interleaved partial sums (partial `l` adds entries `l, l+32, …` in order)
+/// that are then combined pairwise as a warp's xor-shuffle tree does
+/// (`p[i] += p[i+16]`, then `+8`, `+4`, `+2`, `+1`), divided by the row
+/// length in f64 and rounded to f32. A NaN mean becomes the canonical
+/// positive NaN. The CUDA kernel computes exactly this, so CPU and GPU
+/// masks agree bit for bit.
+pub fn topk_row_mean(row: &[f32], abs: bool) -> f32 {
+    let mut p = [0.0f64; 32];
+    for (i, &x) in row.iter().enumerate() {
+        let v = if abs { x.abs() } else { x };
+        p[i % 32] += v as f64;
+    }
+    let mut w = 16;
+    while w >= 1 {
+        for i in 0..w {
+            p[i] += p[i + w];
+        }
+        w /= 2;
+    }
+    let m = (p[0] / row.len() as f64) as f32;
+    if m.is_nan() {
+        f32::NAN
+    } else {
+        m
+    }
 }
 
 /// A weighted low-rank problem of SPEC §4.2: minimise
@@ -541,6 +658,26 @@ pub struct WeightedSvdProblem<'a> {
 }
 
 /// Options of the EM solver (SPEC §4.2).
+///
+/// The algorithm, per problem (both backends; they differ only in rounding):
+/// - random start `P₀` (`in × r`): entry `j` (row-major) is `2u − 1` with
+///   `u = philox::uniform(seed, problem index in the call, j)` ([`svd_random_start`]);
+/// - `init_power_iters` sweeps on `X₀ = W_s` (at least one): the first uses
+///   `P = P₀`, later ones `P = orth(Bᵀ)`; a sweep is `Y = X·P`, `Q = orth(Y)`,
+///   `B = Qᵀ·X`, and the current approximation is `A = Q·B`;
+/// - EM step `k = 1, 2, …, max_steps`: `X_k = Ω⊙W_s + (1−Ω)⊙A_{k−1}`, then
+///   `power_iters` sweeps (at least one) on `X_k`, each starting from
+///   `P = orth(Bᵀ)` (the row space of the previous approximation). This warm
+///   start makes `‖X_k − A_k‖ ≤ ‖X_k − A_{k−1}‖`, hence the weighted objective
+///   never increases (in exact arithmetic);
+/// - the objective `Σ Ω_ij (W − A)²_ij` (f64) of `A_0, A_1, …` is recorded; the
+///   iteration stops after step `k` when `|f_{k−1} − f_k| < rel_tol·f_{k−1}`
+///   ([`em_converged`]) or at `max_steps`;
+/// - the factors come from the SVD of `B = U_b Σ V_bᵀ`: `U = Q·U_b·√Σ`,
+///   `V = √Σ·V_bᵀ`, singular values descending.
+///
+/// The CPU computes in f64 with Householder QR for `orth`; the CUDA backend in
+/// f32 with CholeskyQR2 (see `backend/cuda/compress.rs`).
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
 pub struct WeightedSvdOptions {
     /// At most this many EM steps (K).
@@ -569,7 +706,8 @@ impl Default for WeightedSvdOptions {
 
 /// Result of one weighted low-rank problem: `U = Q·U_b·√Σ` (`out × r`) and
 /// `V = √Σ·V_bᵀ` (`r × in`), the singular values of `U·V`, and the objective
-/// after the initial SVD and after each EM step.
+/// after the initial SVD and after each EM step (so `1 + steps` values; for
+/// rank 0 the factors are empty and the objective is `[Σ Ω W²]`).
 pub struct WeightedSvdResult {
     pub u: Tensor,
     pub v: Tensor,
@@ -744,8 +882,10 @@ pub trait Backend: Send + Sync {
         step: &ImportanceStep,
     ) -> Result<()>;
     /// AdamW on `S` followed by the importance update with the *updated* `S`
-    /// (the reference order: step, then `|S⊙∇S|`). The CUDA backend fuses both
-    /// into one pass.
+    /// (the reference order: step, then `|S⊙∇S|`). The gradient in the
+    /// importance is the one AdamW used, `hp.grad_scale·grad_s` (the reference
+    /// computes it from the clipped `p.grad`). The CUDA backend fuses both into
+    /// one pass and matches the CPU bit for bit.
     #[allow(clippy::too_many_arguments)]
     fn adamw_with_importance(
         &self,
@@ -760,10 +900,19 @@ pub trait Backend: Send + Sync {
         step: &ImportanceStep,
     ) -> Result<()> {
         self.adamw(s, grad_s, m, v, hp)?;
-        self.losparse_importance(s, grad_s, ipt, ibar, ubar, step)
+        if hp.grad_scale == 1.0 {
+            self.losparse_importance(s, grad_s, ipt, ibar, ubar, step)
+        } else {
+            let mut g = self.clone_tensor(grad_s)?;
+            self.scale(&mut g, hp.grad_scale)?;
+            self.losparse_importance(s, &g, ipt, ibar, ubar, step)
+        }
     }
     /// Finds the top-k threshold over one or several score tensors of any
-    /// shapes (F32). `k` counts entries and must be `≤` their total number.
+    /// shapes (F32). `k` counts entries and must be `≤` their total number
+    /// (`k = 0` gives a threshold that keeps nothing). For `RowMean` a row is
+    /// the last dimension of a tensor. The result is exact (a radix select on
+    /// the keys of [`topk_key`]), identical on every backend.
     fn topk_threshold(
         &self,
         scores: &[&Tensor],
@@ -772,11 +921,14 @@ pub trait Backend: Send + Sync {
         scope: TopkScope,
         abs: bool,
     ) -> Result<TopkThreshold>;
-    /// Writes the masks (U8, same shapes as `scores`) of a threshold found by
-    /// [`Backend::topk_threshold`] on the same scores, and in the same pass
-    /// applies them: `apply[i] ⊙= mask[i]` in place for each given tensor
-    /// (`W' = M⊙W` written into a copy of W, or LoSparse's `S` zeroed).
-    /// Returns the number of entries kept.
+    /// Writes the masks (U8 0/1, same element counts as `scores`) of a threshold
+    /// found by [`Backend::topk_threshold`] on the same scores, and in the same
+    /// pass applies them: `apply[i] ⊙= mask[i]` in place (a pruned entry is set
+    /// to +0, whatever it held), where `apply` is empty or holds one F32
+    /// tensor per score tensor (`W' = M⊙W` written into a copy of W, or
+    /// LoSparse's `S` zeroed). Returns the number of entries kept: the CPU
+    /// counts them, the CUDA backend returns `th.kept` without a device
+    /// round trip (equal when the scores are those the threshold was found on).
     fn topk_apply(
         &self,
         scores: &[&Tensor],
@@ -787,23 +939,21 @@ pub trait Backend: Send + Sync {
     /// Soft movement (SPEC §2 option): `mask = σ(Sc) > τ`, and if
     /// `l1_grad_coef` is not 0, `dscores += coef·σ(Sc)·(1−σ(Sc))` (the
     /// gradient of `λ·mean σ(Sc)` when `coef = λ/numel`). Returns entries kept.
-    fn sigmoid_mask(
-        &self,
-        scores: &Tensor,
-        tau: f32,
-        mask: &mut Tensor,
-        dscores: Option<&mut Tensor>,
-        l1_grad_coef: f32,
-    ) -> Result<usize>;
-    /// The sparsity-aware SVD of SPEC §4.2, batched over matrices of mixed shapes.
-    fn weighted_svd(
-        &self,
-        problems: &[WeightedSvdProblem<'_>],
-        opts: &WeightedSvdOptions,
-    ) -> Result<Vec<WeightedSvdResult>>;
+    /// The mask is computed as `(Sc as f64) > ln(τ/(1−τ))` (the logit computed
+    /// once in f64), so it does not depend on how `exp` rounds and is the same
+    /// on every backend; `τ` must lie in (0, 1).
+    fn sigmoid_mask(&self, scores: &Tensor, tau: f32, mask: &mut Tensor, dscores: Option<&mut Tensor>, l1_grad_coef: f32) -> Result<usize>;
+    /// The sparsity-aware SVD of SPEC §4.2, batched over matrices of mixed
+    /// shapes and ranks (see [`WeightedSvdOptions`] for the algorithm).
+    /// Deterministic for a given seed. Errors: rank > min(out, in), a mask
+    /// whose shape differs from `w`, `omega` outside [0, 1]. Rank 0 is allowed
+    /// (empty factors).
+    fn weighted_svd(&self, problems: &[WeightedSvdProblem<'_>], opts: &WeightedSvdOptions) -> Result<Vec<WeightedSvdResult>>;
     /// Fused low-rank + sparse forward: `w_eff = U·V + M⊙S` (`S`, `M`
     /// optional; no `M` means all ones), then `y = x·w_effᵀ + b`.
-    /// `w_eff` (`out × in`) is kept for the backward.
+    /// `w_eff` (`out × in`) is kept for the backward. Computed as one
+    /// elementwise pass `w_eff = M⊙S`, one GEMM `w_eff += U·V` (beta 1) and
+    /// the dense GEMM `x·w_effᵀ` plus the bias, every GEMM at `precision`.
     #[allow(clippy::too_many_arguments)]
     fn lowrank_sparse_forward(
         &self,
@@ -840,6 +990,201 @@ pub trait Backend: Send + Sync {
 }
 
 pub type BackendRef = Arc<dyn Backend>;
+
+/// The random start of problem `index` of a [`Backend::weighted_svd`] call:
+/// `n` values `2u − 1`, `u = philox::uniform(seed, index, j)`.
+pub fn svd_random_start(seed: u64, index: usize, n: usize) -> Vec<f32> {
+    (0..n)
+        .map(|j| 2.0 * philox::uniform(seed, index as u64, j as u64) - 1.0)
+        .collect()
+}
+
+/// The EM stopping rule: the relative change of the objective is below `rel_tol`
+/// (or the objective is exactly 0 twice).
+pub fn em_converged(prev: f64, cur: f64, rel_tol: f64) -> bool {
+    let change = (prev - cur).abs();
+    change < rel_tol * prev.abs() || (prev == 0.0 && cur == 0.0)
+}
+
+/// Checks one weighted-SVD problem; returns `(out, in)`.
+pub fn check_svd_problem(op: &str, i: usize, p: &WeightedSvdProblem<'_>) -> Result<(usize, usize)> {
+    let shape = p.w.shape();
+    if shape.len() != 2 {
+        return Err(Error::shape(
+            op,
+            format!("problem {i}: w must be a matrix, got shape {shape:?}"),
+        ));
+    }
+    want_dtype(op, &format!("problem {i}: w"), p.w, DType::F32)?;
+    want_dtype(op, &format!("problem {i}: mask"), p.mask, DType::U8)?;
+    if p.mask.shape() != shape {
+        return Err(Error::shape(
+            op,
+            format!(
+                "problem {i}: mask shape {:?} differs from w shape {shape:?}",
+                p.mask.shape()
+            ),
+        ));
+    }
+    if !(0.0..=1.0).contains(&p.omega) {
+        return Err(Error::shape(
+            op,
+            format!("problem {i}: omega = {} is outside [0, 1]", p.omega),
+        ));
+    }
+    let (out, inp) = (shape[0], shape[1]);
+    if p.rank > out.min(inp) {
+        return Err(Error::shape(
+            op,
+            format!("problem {i}: rank {} exceeds min({out}, {inp})", p.rank),
+        ));
+    }
+    Ok((out, inp))
+}
+
+/// Checks the arguments of [`Backend::topk_apply`]; returns the element count of each score tensor.
+pub fn check_topk_apply(
+    op: &str,
+    scores: &[&Tensor],
+    masks: &[&mut Tensor],
+    apply: &[&mut Tensor],
+) -> Result<Vec<usize>> {
+    if masks.len() != scores.len() {
+        return Err(Error::shape(
+            op,
+            format!("{} masks for {} score tensors", masks.len(), scores.len()),
+        ));
+    }
+    if !apply.is_empty() && apply.len() != scores.len() {
+        return Err(Error::shape(
+            op,
+            format!(
+                "{} tensors to apply to for {} score tensors (give none or one each)",
+                apply.len(),
+                scores.len()
+            ),
+        ));
+    }
+    let mut lens = Vec::with_capacity(scores.len());
+    for (i, s) in scores.iter().enumerate() {
+        want_dtype(op, &format!("scores[{i}]"), s, DType::F32)?;
+        want_dtype(op, &format!("masks[{i}]"), masks[i], DType::U8)?;
+        if masks[i].numel() != s.numel() {
+            return Err(Error::shape(
+                op,
+                format!(
+                    "masks[{i}] {:?} does not match scores[{i}] {:?}",
+                    masks[i].shape(),
+                    s.shape()
+                ),
+            ));
+        }
+        if let Some(a) = apply.get(i) {
+            want_dtype(op, &format!("apply[{i}]"), a, DType::F32)?;
+            if a.numel() != s.numel() {
+                return Err(Error::shape(
+                    op,
+                    format!(
+                        "apply[{i}] {:?} does not match scores[{i}] {:?}",
+                        a.shape(),
+                        s.shape()
+                    ),
+                ));
+            }
+        }
+        lens.push(s.numel());
+    }
+    Ok(lens)
+}
+
+/// Checks the scores of [`Backend::topk_threshold`]; returns the total entry count.
+pub fn check_topk_scores(op: &str, scores: &[&Tensor], k: usize) -> Result<usize> {
+    let mut total = 0usize;
+    for (i, s) in scores.iter().enumerate() {
+        want_dtype(op, &format!("scores[{i}]"), s, DType::F32)?;
+        total += s.numel();
+    }
+    if k > total {
+        return Err(Error::shape(
+            op,
+            format!("k = {k} exceeds the {total} entries of the scores"),
+        ));
+    }
+    Ok(total)
+}
+
+/// Shapes of a fused low-rank + sparse layer (see [`Backend::lowrank_sparse_forward`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LowrankDims {
+    /// Rows of `x` (tokens).
+    pub n: usize,
+    pub inp: usize,
+    pub out: usize,
+    pub rank: usize,
+}
+
+impl LowrankDims {
+    /// Checks `x`, `u` (`out × r`), `v` (`r × in`) and the optional tensors
+    /// (`out × in` ones by element count, `bias` of `out`).
+    pub fn check(
+        op: &str,
+        x: &Tensor,
+        u: &Tensor,
+        v: &Tensor,
+        out_by_in: &[(&str, Option<&Tensor>, DType)],
+        bias: Option<&Tensor>,
+    ) -> Result<LowrankDims> {
+        if u.shape().len() != 2 || v.shape().len() != 2 {
+            return Err(Error::shape(
+                op,
+                format!("u {:?} and v {:?} must be matrices", u.shape(), v.shape()),
+            ));
+        }
+        let (out, rank) = (u.shape()[0], u.shape()[1]);
+        let (rv, inp) = (v.shape()[0], v.shape()[1]);
+        if rv != rank {
+            return Err(Error::shape(
+                op,
+                format!(
+                    "u {:?} and v {:?} disagree on the rank",
+                    u.shape(),
+                    v.shape()
+                ),
+            ));
+        }
+        want_dtype(op, "x", x, DType::F32)?;
+        want_dtype(op, "u", u, DType::F32)?;
+        want_dtype(op, "v", v, DType::F32)?;
+        if inp == 0 || x.numel() % inp != 0 || x.shape().last() != Some(&inp) {
+            return Err(Error::shape(
+                op,
+                format!("x {:?} must have {inp} columns", x.shape()),
+            ));
+        }
+        let n = x.numel() / inp;
+        for (name, t, dt) in out_by_in {
+            if let Some(t) = t {
+                want_dtype(op, name, t, *dt)?;
+                if t.numel() != out * inp {
+                    return Err(Error::shape(
+                        op,
+                        format!("{name} {:?} must have {out}×{inp} elements", t.shape()),
+                    ));
+                }
+            }
+        }
+        if let Some(b) = bias {
+            want_dtype(op, "bias", b, DType::F32)?;
+            if b.numel() != out {
+                return Err(Error::shape(
+                    op,
+                    format!("bias {:?} must have {out} elements", b.shape()),
+                ));
+            }
+        }
+        Ok(LowrankDims { n, inp, out, rank })
+    }
+}
 
 /// Checks that tensors have the same element count (named for the error).
 pub fn same_numel(op: &str, tensors: &[(&str, &Tensor)]) -> Result<usize> {

@@ -1,7 +1,8 @@
-//! Benchmarks behind `lpaf bench`: `train` (step times per method and
-//! precision with model-FLOPs utilisation) and `kernels` (the four
-//! compression kernels against the card's measured ceilings).
+//! Benchmarks behind `lpaf bench`: [`train`] (step times per method and
+//! precision with model-FLOPs utilisation) and [`kernels`] (the compression
+//! kernels of SPEC §6 against the device's measured ceilings).
 
+pub mod kernels;
 pub mod train;
 
 use rand::{Rng, SeedableRng};
