@@ -942,13 +942,24 @@ pub trait Backend: Send + Sync {
     /// The mask is computed as `(Sc as f64) > ln(τ/(1−τ))` (the logit computed
     /// once in f64), so it does not depend on how `exp` rounds and is the same
     /// on every backend; `τ` must lie in (0, 1).
-    fn sigmoid_mask(&self, scores: &Tensor, tau: f32, mask: &mut Tensor, dscores: Option<&mut Tensor>, l1_grad_coef: f32) -> Result<usize>;
+    fn sigmoid_mask(
+        &self,
+        scores: &Tensor,
+        tau: f32,
+        mask: &mut Tensor,
+        dscores: Option<&mut Tensor>,
+        l1_grad_coef: f32,
+    ) -> Result<usize>;
     /// The sparsity-aware SVD of SPEC §4.2, batched over matrices of mixed
     /// shapes and ranks (see [`WeightedSvdOptions`] for the algorithm).
     /// Deterministic for a given seed. Errors: rank > min(out, in), a mask
     /// whose shape differs from `w`, `omega` outside [0, 1]. Rank 0 is allowed
     /// (empty factors).
-    fn weighted_svd(&self, problems: &[WeightedSvdProblem<'_>], opts: &WeightedSvdOptions) -> Result<Vec<WeightedSvdResult>>;
+    fn weighted_svd(
+        &self,
+        problems: &[WeightedSvdProblem<'_>],
+        opts: &WeightedSvdOptions,
+    ) -> Result<Vec<WeightedSvdResult>>;
     /// Fused low-rank + sparse forward: `w_eff = U·V + M⊙S` (`S`, `M`
     /// optional; no `M` means all ones), then `y = x·w_effᵀ + b`.
     /// `w_eff` (`out × in`) is kept for the backward. Computed as one
