@@ -169,6 +169,8 @@ pub struct LoSparseHooks {
     pub total: usize,
     pub last_threshold: Option<f32>,
     pub prunings: u64,
+    /// Importance windows closed so far (Ī exists once one has).
+    pub windows_closed: u64,
 }
 
 impl LoSparseHooks {
@@ -188,6 +190,7 @@ impl LoSparseHooks {
             total: 0,
             last_threshold: None,
             prunings: 0,
+            windows_closed: 0,
         }
     }
 
@@ -210,9 +213,12 @@ impl LoSparseHooks {
         let s = self.settings.clone();
         let mut layers = losparse_layers(model);
         let total: usize = layers.iter().map(|l| l.s.numel()).sum();
-        // Scores: Ī, or Ī·Ū with uncertainty.
+        // Scores: Ī, or Ī·Ū with uncertainty. Before the first window has
+        // closed Ī is still zero everywhere (every entry would tie and be
+        // kept): the current window's running mean stands in (engine choice).
+        let early = self.windows_closed == 0;
         let mut products = Vec::new();
-        if s.beta2 < 1.0 {
+        if s.beta2 < 1.0 && !early {
             for l in layers.iter() {
                 let mut p = be.empty(l.ibar.shape(), DType::F32)?;
                 be.mul(
@@ -328,6 +334,9 @@ impl TrainHooks for LoSparseHooks {
             let (m, v) = adam.as_mut().expect("allocated");
             be.adamw_with_importance(value, grad, m, v, &hp, ipt, ibar, ubar.as_mut(), &step)?;
         }
+        if step.close {
+            self.windows_closed += 1;
+        }
         Ok(true)
     }
 
@@ -357,7 +366,13 @@ impl TrainHooks for LoSparseHooks {
     }
 
     fn state(&self) -> Value {
-        json!({"kept": self.kept, "total": self.total, "last_threshold": self.last_threshold, "prunings": self.prunings})
+        json!({
+            "kept": self.kept,
+            "total": self.total,
+            "last_threshold": self.last_threshold,
+            "prunings": self.prunings,
+            "windows_closed": self.windows_closed
+        })
     }
 
     fn restore(&mut self, state: &Value) -> Result<()> {
@@ -365,6 +380,7 @@ impl TrainHooks for LoSparseHooks {
         self.total = state["total"].as_u64().unwrap_or(0) as usize;
         self.last_threshold = state["last_threshold"].as_f64().map(|v| v as f32);
         self.prunings = state["prunings"].as_u64().unwrap_or(0);
+        self.windows_closed = state["windows_closed"].as_u64().unwrap_or(0);
         Ok(())
     }
 }
