@@ -23,6 +23,15 @@ pub fn compress(a: CompressArgs) -> Result<()> {
     recipe.validate()?;
     let be = backend(recipe.device, a.common.quiet)?;
     let o = run_recipe(be.as_ref(), &recipe, a.common.resume, a.common.quiet)?;
+    if o.stopped {
+        println!(
+            "{}: stopped after {} steps (train.stop_after); continue with --resume (checkpoint in {})",
+            o.method,
+            o.steps,
+            recipe.output.display()
+        );
+        return Ok(());
+    }
     let metrics: Vec<String> = o
         .dev_metrics
         .iter()

@@ -192,6 +192,10 @@ pub struct TrainSection {
     /// Keep the best evaluated model.
     #[serde(default = "d_true")]
     pub keep_best: bool,
+    /// Stop this invocation after this many steps, leaving a checkpoint to
+    /// `--resume` from (0 = run to the end).
+    #[serde(default)]
+    pub stop_after: u64,
 }
 
 impl Default for TrainSection {

@@ -121,7 +121,7 @@ pub fn train_config(t: &TrainSection, total: u64, output: &Path, quiet: bool) ->
         output_dir: output.to_path_buf(),
         keep_best: t.keep_best,
         quiet,
-        stop_after: 0,
+        stop_after: t.stop_after,
     }
 }
 

@@ -50,6 +50,9 @@ pub struct CompressOutcome {
     pub steps: u64,
     pub output: PathBuf,
     pub stages: Vec<TrainSummary>,
+    /// The run stopped early (`train.stop_after`): nothing was saved but the
+    /// checkpoint; resume to finish.
+    pub stopped: bool,
 }
 
 /// Wraps hooks with distillation when the recipe asks for it.
@@ -145,8 +148,20 @@ pub fn run_recipe(
     let recipe_json = serde_json::to_value(recipe)?;
     let base_fp = json!({"recipe": recipe_json});
     let mut no_best = |_: &dyn Backend, _: &mut Bert, _: &Path| -> Result<()> { Ok(()) };
-    let mut stages = Vec::new();
+    let mut stages: Vec<TrainSummary> = Vec::new();
     let target = recipe.target.kept_ratio;
+    // A stage that stopped before its last step (train.stop_after) ends the
+    // invocation; `--resume` continues it.
+    macro_rules! stage {
+        ($summary:expr, $total:expr) => {{
+            let s: TrainSummary = $summary;
+            let done = s.steps >= $total;
+            stages.push(s);
+            if !done {
+                return Ok(stopped(recipe, stages));
+            }
+        }};
+    }
 
     let load_start = |seed: u64| -> Result<Bert> {
         let (m, report) = load_model_dir(be, &model_dir, Some(kind.clone()), seed, &DenseFactory)?;
@@ -170,18 +185,21 @@ pub fn run_recipe(
                 prune_hooks(recipe, kind, target, &t, &data)?,
             )?;
             let fp = fingerprint(&json!({"stage": "prune", "base": base_fp}));
-            stages.push(run_training(
-                be,
-                &mut model,
-                &data,
-                &t,
-                &out,
-                &mut HookRef(hooks.as_mut()),
-                &mut no_best,
-                resume,
-                &fp,
-                quiet,
-            )?);
+            stage!(
+                run_training(
+                    be,
+                    &mut model,
+                    &data,
+                    &t,
+                    &out,
+                    &mut HookRef(hooks.as_mut()),
+                    &mut no_best,
+                    resume,
+                    &fp,
+                    quiet,
+                )?,
+                total_steps_for(&t, data.train.as_deref())?
+            );
             drop(hooks);
             finalize_masks(be, &mut model)?;
             model
@@ -191,18 +209,21 @@ pub fn run_recipe(
             factorize_dense(be, &mut model, target, recipe)?;
             let mut hooks = with_distill(be, recipe, &model, crate::train::trainer::NoHooks)?;
             let fp = fingerprint(&json!({"stage": "svd", "base": base_fp}));
-            stages.push(run_training(
-                be,
-                &mut model,
-                &data,
-                &t,
-                &out,
-                &mut HookRef(hooks.as_mut()),
-                &mut no_best,
-                resume,
-                &fp,
-                quiet,
-            )?);
+            stage!(
+                run_training(
+                    be,
+                    &mut model,
+                    &data,
+                    &t,
+                    &out,
+                    &mut HookRef(hooks.as_mut()),
+                    &mut no_best,
+                    resume,
+                    &fp,
+                    quiet,
+                )?,
+                total_steps_for(&t, data.train.as_deref())?
+            );
             model
         }
         Method::Losparse => {
@@ -237,18 +258,21 @@ pub fn run_recipe(
             let total = total_steps_for(&t, data.train.as_deref())?;
             let mut hooks = with_distill(be, recipe, &model, LoSparseHooks::new(s, total))?;
             let fp = fingerprint(&json!({"stage": "losparse", "base": base_fp}));
-            stages.push(run_training(
-                be,
-                &mut model,
-                &data,
-                &t,
-                &out,
-                &mut HookRef(hooks.as_mut()),
-                &mut no_best,
-                resume,
-                &fp,
-                quiet,
-            )?);
+            stage!(
+                run_training(
+                    be,
+                    &mut model,
+                    &data,
+                    &t,
+                    &out,
+                    &mut HookRef(hooks.as_mut()),
+                    &mut no_best,
+                    resume,
+                    &fp,
+                    quiet,
+                )?,
+                total_steps_for(&t, data.train.as_deref())?
+            );
             model
         }
         Method::Lpaf => {
@@ -281,18 +305,21 @@ pub fn run_recipe(
                 )?;
                 let fp = fingerprint(&json!({"stage": "lpaf-prune", "base": base_fp}));
                 let stage_dir = out.join("stage1");
-                stages.push(run_training(
-                    be,
-                    &mut model,
-                    &data,
-                    &t,
-                    &stage_dir,
-                    &mut HookRef(hooks.as_mut()),
-                    &mut no_best,
-                    resume,
-                    &fp,
-                    quiet,
-                )?);
+                stage!(
+                    run_training(
+                        be,
+                        &mut model,
+                        &data,
+                        &t,
+                        &stage_dir,
+                        &mut HookRef(hooks.as_mut()),
+                        &mut no_best,
+                        resume,
+                        &fp,
+                        quiet,
+                    )?,
+                    total_steps_for(&t, data.train.as_deref())?
+                );
                 drop(hooks);
                 finalize_masks(be, &mut model)?;
                 save_compressed(
@@ -357,18 +384,21 @@ pub fn run_recipe(
                 },
             )?;
             let fp = fingerprint(&json!({"stage": "lpaf-mixed", "base": base_fp}));
-            stages.push(run_training(
-                be,
-                &mut model,
-                &data,
-                &t3,
-                &out,
-                &mut HookRef(hooks.as_mut()),
-                &mut no_best,
-                resume,
-                &fp,
-                quiet,
-            )?);
+            stage!(
+                run_training(
+                    be,
+                    &mut model,
+                    &data,
+                    &t3,
+                    &out,
+                    &mut HookRef(hooks.as_mut()),
+                    &mut no_best,
+                    resume,
+                    &fp,
+                    quiet,
+                )?,
+                total_steps_for(&t3, data.train.as_deref())?
+            );
             drop(hooks);
             finalize_lowrank(&mut model);
             model
@@ -435,12 +465,28 @@ fn outcome(
         steps,
         output: recipe.output.join("compressed"),
         stages,
+        stopped: false,
     };
     crate::model::io::write_atomic(
         &recipe.output.join("summary.json"),
         serde_json::to_string_pretty(&o)?.as_bytes(),
     )?;
     Ok(o)
+}
+
+fn stopped(recipe: &Recipe, stages: Vec<TrainSummary>) -> CompressOutcome {
+    CompressOutcome {
+        method: recipe.method.name().to_string(),
+        kept_ratio: f64::NAN,
+        dev_metrics: Vec::new(),
+        main_metric: None,
+        train_seconds: stages.iter().map(|s| s.train_seconds).sum(),
+        samples_per_second: 0.0,
+        steps: stages.iter().map(|s| s.steps).sum(),
+        output: recipe.output.join("checkpoint"),
+        stages,
+        stopped: true,
+    }
 }
 
 fn dense_params(model: &Bert) -> usize {
