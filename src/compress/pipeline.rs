@@ -66,10 +66,11 @@ fn with_distill<'a, H: TrainHooks + 'a>(
         None => Ok(Box::new(hooks)),
         Some(d) => {
             let dir = expand_home(&d.teacher);
+            // The teacher keeps its own (fine-tuned) head; one created here would be untrained.
             let (teacher, _) = load_model_dir(
                 be,
                 &dir,
-                Some(student.task.clone()),
+                None,
                 recipe.train.seed,
                 &DenseFactory,
             )
