@@ -1,6 +1,7 @@
 //! `lpaf bench kernels` / `lpaf bench train`.
 
 use crate::backend::{DeviceKind, Precision};
+use crate::bench::kernels::{self, KernelBenchOptions};
 use crate::bench::train::{self, TrainBenchOptions, METHODS};
 use crate::cli::run::backend;
 use crate::cli::BenchArgs;
@@ -91,7 +92,22 @@ fn bench_train(a: BenchArgs, choice: DeviceChoice) -> Result<()> {
     Ok(())
 }
 
-fn bench_kernels(_a: BenchArgs, choice: DeviceChoice) -> Result<()> {
-    let _be = backend(choice, false)?;
-    Err(Error::msg("lpaf bench kernels: not wired yet"))
+fn bench_kernels(a: BenchArgs, choice: DeviceChoice) -> Result<()> {
+    let be = backend(choice, false)?;
+    let gpu = be.kind() == DeviceKind::Cuda;
+    // The CPU runs BERT-base-sized problems for minutes: default to a tenth.
+    let scale = if !gpu && a.scale == 1.0 { 0.05 } else { a.scale };
+    if scale <= 0.0 {
+        return Err(Error::msg(format!("--scale {scale}: must be positive")));
+    }
+    let opts = KernelBenchOptions { scale, repeats: a.repeats.max(1), ..KernelBenchOptions::default() };
+    if !gpu {
+        eprintln!("note: CPU run at scale {scale} (the goals are for an H100 at scale 1)");
+    }
+    let report = kernels::run(be.as_ref(), &opts)?;
+    print!("{report}");
+    if let Some(p) = &a.json {
+        crate::model::io::write_atomic(p, serde_json::to_string_pretty(&report)?.as_bytes())?;
+    }
+    Ok(())
 }
