@@ -5,5 +5,5 @@
 # Set LPAF_REQUIRE_NVCC=1 to make a missing nvcc a build error (CI does).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-cargo test --release --lib --bins --test it
-cargo build --release --benches
+cargo test --lib --bins --test it
+cargo test --benches --no-run

@@ -146,7 +146,7 @@ impl Tensor {
     /// `(rows, cols)` where cols is the last dimension and rows the product of the others.
     pub fn rows_cols(&self) -> (usize, usize) {
         let cols = *self.shape.last().unwrap_or(&1);
-        let rows = if cols == 0 { 0 } else { self.numel() / cols };
+        let rows = self.numel().checked_div(cols).unwrap_or(0);
         (rows, cols)
     }
     pub fn dtype(&self) -> DType {
@@ -717,6 +717,7 @@ pub struct WeightedSvdResult {
 
 /// Everything a backend computes. Every method checks shapes and dtypes and
 /// returns an [`Error`] naming the operation; none panics on bad input.
+#[allow(clippy::wrong_self_convention)]
 pub trait Backend: Send + Sync {
     fn kind(&self) -> DeviceKind;
     /// A human-readable device name ("cpu (2 threads)", "NVIDIA H100 80GB HBM3").

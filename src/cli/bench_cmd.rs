@@ -3,11 +3,11 @@
 use crate::backend::{DeviceKind, Precision};
 use crate::bench::kernels::{self, KernelBenchOptions};
 use crate::bench::train::{self, TrainBenchOptions, METHODS};
-use crate::cli::run::backend;
 use crate::cli::BenchArgs;
 use crate::device::DeviceChoice;
 use crate::error::{Error, Result};
 use crate::model::BertConfig;
+use crate::train::run::backend;
 
 pub fn bench(a: BenchArgs) -> Result<()> {
     let choice: DeviceChoice = a.device.parse()?;
@@ -96,11 +96,19 @@ fn bench_kernels(a: BenchArgs, choice: DeviceChoice) -> Result<()> {
     let be = backend(choice, false)?;
     let gpu = be.kind() == DeviceKind::Cuda;
     // The CPU runs BERT-base-sized problems for minutes: default to a tenth.
-    let scale = if !gpu && a.scale == 1.0 { 0.05 } else { a.scale };
+    let scale = if !gpu && a.scale == 1.0 {
+        0.05
+    } else {
+        a.scale
+    };
     if scale <= 0.0 {
         return Err(Error::msg(format!("--scale {scale}: must be positive")));
     }
-    let opts = KernelBenchOptions { scale, repeats: a.repeats.max(1), ..KernelBenchOptions::default() };
+    let opts = KernelBenchOptions {
+        scale,
+        repeats: a.repeats.max(1),
+        ..KernelBenchOptions::default()
+    };
     if !gpu {
         eprintln!("note: CPU run at scale {scale} (the goals are for an H100 at scale 1)");
     }

@@ -6,9 +6,6 @@ use serde_json::json;
 
 use crate::backend::Precision;
 use crate::cli::config::{ConfigTable, FinetuneConfig};
-use crate::cli::run::{
-    self, backend, load_data, model_path, report_load, run_training, save_dense, write_summary,
-};
 use crate::cli::{Command, ConvertArgs, EvalArgs, ExportArgs, RunArgs};
 use crate::compress::format::{export_dense, load_compressed, recount, stats_table};
 use crate::data::task::TaskSpec;
@@ -18,6 +15,9 @@ use crate::model::bert::DenseFactory;
 use crate::model::io::{read_safetensors, write_safetensors, FloatFormat};
 use crate::model::weights::{load_model_dir, model_root};
 use crate::train::eval::evaluate;
+use crate::train::run::{
+    self, backend, load_data, model_path, report_load, run_training, save_dense, write_summary,
+};
 use crate::train::trainer::{fingerprint, NoHooks};
 
 pub fn dispatch(cmd: Command) -> Result<()> {

@@ -1,11 +1,11 @@
 //! `lpaf compress --recipe FILE`.
 
 use crate::cli::config::ConfigTable;
-use crate::cli::run::backend;
 use crate::cli::CompressArgs;
 use crate::compress::pipeline::run_recipe;
 use crate::compress::recipe::Recipe;
 use crate::error::Result;
+use crate::train::run::backend;
 
 pub fn compress(a: CompressArgs) -> Result<()> {
     let mut table = ConfigTable::from_file(&a.recipe)?;

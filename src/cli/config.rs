@@ -10,10 +10,11 @@ use std::path::{Path, PathBuf};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
-use crate::backend::Precision;
 use crate::data::task::TaskSpec;
 use crate::device::DeviceChoice;
 use crate::error::{Error, Result};
+pub use crate::model::io::expand_home;
+pub use crate::train::config::TrainSection;
 
 /// A TOML table built from a file and overrides.
 pub struct ConfigTable {
@@ -109,101 +110,6 @@ fn parse_value(raw: &str) -> toml::Value {
     }
 }
 
-fn d_batch() -> usize {
-    32
-}
-fn d_one() -> usize {
-    1
-}
-fn d_epochs() -> f64 {
-    3.0
-}
-fn d_lr() -> f32 {
-    2e-5
-}
-fn d_warmup() -> f64 {
-    0.1
-}
-fn d_wd() -> f32 {
-    0.01
-}
-fn d_clip() -> f32 {
-    1.0
-}
-fn d_seed() -> u64 {
-    42
-}
-fn d_log() -> u64 {
-    10
-}
-fn d_eval_bs() -> usize {
-    64
-}
-fn d_score_lr() -> f32 {
-    1e-2
-}
-fn d_true() -> bool {
-    true
-}
-
-/// `[train]`: the optimisation settings shared by every command that trains.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct TrainSection {
-    #[serde(default = "d_seed")]
-    pub seed: u64,
-    #[serde(default = "d_batch")]
-    pub batch_size: usize,
-    #[serde(default = "d_one")]
-    pub grad_accum: usize,
-    /// Passes over the training data (ignored when `steps` is set).
-    #[serde(default = "d_epochs")]
-    pub epochs: f64,
-    /// Optimizer steps (overrides `epochs`).
-    #[serde(default)]
-    pub steps: Option<u64>,
-    #[serde(default = "d_lr")]
-    pub lr: f32,
-    /// Fraction of the steps spent in linear warm-up.
-    #[serde(default = "d_warmup")]
-    pub warmup_ratio: f64,
-    #[serde(default = "d_wd")]
-    pub weight_decay: f32,
-    #[serde(default = "d_clip")]
-    pub max_grad_norm: f32,
-    /// Learning rate of movement scores (SPEC §2).
-    #[serde(default = "d_score_lr")]
-    pub score_lr: f32,
-    #[serde(default)]
-    pub precision: Precision,
-    #[serde(default = "d_log")]
-    pub log_every: u64,
-    /// 0 = at the end only.
-    #[serde(default)]
-    pub eval_every: u64,
-    /// 0 = at the end only.
-    #[serde(default)]
-    pub checkpoint_every: u64,
-    #[serde(default = "d_eval_bs")]
-    pub eval_batch_size: usize,
-    /// Use only the first N training rows (after the dev split): quick runs.
-    #[serde(default)]
-    pub max_train_rows: Option<usize>,
-    /// Keep the best evaluated model.
-    #[serde(default = "d_true")]
-    pub keep_best: bool,
-    /// Stop this invocation after this many steps, leaving a checkpoint to
-    /// `--resume` from (0 = run to the end).
-    #[serde(default)]
-    pub stop_after: u64,
-}
-
-impl Default for TrainSection {
-    fn default() -> Self {
-        toml::from_str("").expect("defaults")
-    }
-}
-
 /// `lpaf finetune`'s whole configuration.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -218,19 +124,10 @@ pub struct FinetuneConfig {
     pub train: TrainSection,
 }
 
-/// Expands a leading `~/` with `$HOME`.
-pub fn expand_home(p: &Path) -> PathBuf {
-    if let Ok(rest) = p.strip_prefix("~") {
-        if let Some(h) = std::env::var_os("HOME") {
-            return PathBuf::from(h).join(rest);
-        }
-    }
-    p.to_path_buf()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::backend::Precision;
 
     #[test]
     fn overrides_and_unknown_keys() {

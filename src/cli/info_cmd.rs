@@ -24,7 +24,10 @@ struct RankRow {
     magnitude_rank: Option<usize>,
 }
 
-fn matrices(dir: &std::path::Path) -> Result<(Vec<String>, Vec<(usize, usize)>, Vec<Vec<f32>>)> {
+/// Names, shapes and dense values of every compressible matrix.
+type Matrices = (Vec<String>, Vec<(usize, usize)>, Vec<Vec<f32>>);
+
+fn matrices(dir: &std::path::Path) -> Result<Matrices> {
     let (config, tensors, _) = read_model_dir(dir)?;
     let mut names = Vec::new();
     let mut shapes = Vec::new();

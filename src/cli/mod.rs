@@ -5,7 +5,6 @@ pub mod commands;
 pub mod compress_cmd;
 pub mod config;
 pub mod info_cmd;
-pub mod run;
 
 use std::path::PathBuf;
 

@@ -29,6 +29,10 @@ impl Default for DistillSettings {
     }
 }
 
+/// Student and teacher logits of one softmax, its width, and where its
+/// gradient entries go in the logits.
+type KlPart = (Vec<f32>, Vec<f32>, usize, Box<dyn Fn(usize) -> usize>);
+
 pub struct DistillHooks<H: TrainHooks> {
     pub inner: H,
     pub teacher: Bert,
@@ -87,9 +91,7 @@ impl<H: TrainHooks> TrainHooks for DistillHooks<H> {
         let mut total = 0.0;
         let mut dlogits = vec![0.0f32; logits.len()];
         if st.alpha_out > 0.0 {
-            let parts: Vec<(Vec<f32>, Vec<f32>, usize, Box<dyn Fn(usize) -> usize>)> = match student
-                .task
-            {
+            let parts: Vec<KlPart> = match student.task {
                 TaskKind::QuestionAnswering => {
                     // Start and end distributions over the tokens of each row.
                     let s = batch.seq_len;

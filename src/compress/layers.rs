@@ -339,6 +339,7 @@ pub struct FactorizedLinear {
 }
 
 impl FactorizedLinear {
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         be: &dyn Backend,
         prefix: &str,

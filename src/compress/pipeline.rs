@@ -15,8 +15,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use crate::backend::{Backend, DType, WeightedSvdOptions, WeightedSvdProblem};
-use crate::cli::config::{expand_home, TrainSection};
-use crate::cli::run::{load_data, report_load, run_training, RunData};
+use crate::cli::config::expand_home;
 use crate::compress::distill::{check_teacher, DistillHooks};
 use crate::compress::format::{load_compressed, save_compressed, stats_table, CompressionInfo};
 use crate::compress::layers::{FactorizedLinear, MaskKind};
@@ -35,6 +34,8 @@ use crate::model::linear::DenseLinear;
 use crate::model::param::Param;
 use crate::model::weights::load_model_dir;
 use crate::model::Bert;
+use crate::train::config::TrainSection;
+use crate::train::run::{load_data, report_load, run_training, RunData};
 use crate::train::schedule::CubicSchedule;
 use crate::train::trainer::{fingerprint, TrainHooks, TrainSummary};
 
@@ -67,14 +68,8 @@ fn with_distill<'a, H: TrainHooks + 'a>(
         Some(d) => {
             let dir = expand_home(&d.teacher);
             // The teacher keeps its own (fine-tuned) head; one created here would be untrained.
-            let (teacher, _) = load_model_dir(
-                be,
-                &dir,
-                None,
-                recipe.train.seed,
-                &DenseFactory,
-            )
-            .map_err(|e| Error::msg(format!("teacher {}: {e}", dir.display())))?;
+            let (teacher, _) = load_model_dir(be, &dir, None, recipe.train.seed, &DenseFactory)
+                .map_err(|e| Error::msg(format!("teacher {}: {e}", dir.display())))?;
             check_teacher(student, &teacher, &d.settings())
                 .map_err(|e| Error::msg(format!("teacher {}: {e}", dir.display())))?;
             Ok(Box::new(DistillHooks {
@@ -677,5 +672,5 @@ pub fn factorize_dense(
 fn total_steps_for(t: &TrainSection, train: Option<&crate::data::dataset::Dataset>) -> Result<u64> {
     let ds = train
         .ok_or_else(|| Error::msg("no training data (give train data or a data directory)"))?;
-    crate::cli::run::total_steps(t, ds)
+    crate::train::run::total_steps(t, ds)
 }

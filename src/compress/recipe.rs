@@ -7,13 +7,13 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 
 use crate::backend::ScoreRule;
-use crate::cli::config::TrainSection;
 use crate::compress::distill::DistillSettings;
 use crate::compress::prune::PruneScope;
 use crate::compress::rank::RankAllocation;
 use crate::data::task::TaskSpec;
 use crate::device::DeviceChoice;
 use crate::error::{Error, Result};
+use crate::train::config::TrainSection;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -367,9 +367,8 @@ impl Recipe {
         if self.losparse.delta_t == 0 {
             return Err(Error::msg("losparse.delta_t must be at least 1"));
         }
-        if !(self.losparse.beta1 > 0.0 && self.losparse.beta1 < 1.0)
-            || !(self.losparse.beta2 > 0.0 && self.losparse.beta2 <= 1.0)
-        {
+        let (b1, b2) = (self.losparse.beta1, self.losparse.beta2);
+        if !(b1 > 0.0 && b1 < 1.0 && b2 > 0.0 && b2 <= 1.0) {
             return Err(Error::msg(
                 "losparse.beta1 must be in (0, 1) and losparse.beta2 in (0, 1]",
             ));

@@ -68,6 +68,7 @@ pub struct EncoderLayer {
 }
 
 /// Which head sits on the encoder.
+#[allow(clippy::large_enum_variant)]
 pub enum Head {
     /// `[CLS]` → pooler (dense + tanh) → dropout → classifier (C outputs; 1 for regression).
     Sequence {

@@ -1,9 +1,11 @@
 //! Training: AdamW, schedules, the trainer loop, checkpoints, metrics, logs.
 
 pub mod checkpoint;
+pub mod config;
 pub mod eval;
 pub mod log;
 pub mod metrics;
 pub mod optimizer;
+pub mod run;
 pub mod schedule;
 pub mod trainer;

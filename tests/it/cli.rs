@@ -12,7 +12,9 @@ use lpaf::model::weights::load_model_dir;
 use lpaf::model::StepCtx;
 
 fn fixture(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name)
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(name)
 }
 
 /// A copy of the classification fixture to damage.
@@ -39,10 +41,16 @@ fn corrupt_and_truncated_safetensors_name_the_file() {
     let bytes = std::fs::read(&w).unwrap();
     std::fs::write(&w, &bytes[..bytes.len() / 2]).unwrap();
     let e = load_err(d.path());
-    assert!(e.contains("model.safetensors") && e.contains("not a valid safetensors"), "{e}");
+    assert!(
+        e.contains("model.safetensors") && e.contains("not a valid safetensors"),
+        "{e}"
+    );
     std::fs::write(&w, b"this is not a safetensors file at all").unwrap();
     let e = load_err(d.path());
-    assert!(e.contains("model.safetensors") && e.contains("not a valid safetensors"), "{e}");
+    assert!(
+        e.contains("model.safetensors") && e.contains("not a valid safetensors"),
+        "{e}"
+    );
 }
 
 #[test]
@@ -50,10 +58,15 @@ fn config_weight_mismatch_names_the_tensor() {
     let d = tempfile::tempdir().unwrap();
     copy_fixture(d.path());
     let c = d.path().join("config.json");
-    let text = std::fs::read_to_string(&c).unwrap().replace("\"intermediate_size\": 128", "\"intermediate_size\": 100");
+    let text = std::fs::read_to_string(&c)
+        .unwrap()
+        .replace("\"intermediate_size\": 128", "\"intermediate_size\": 100");
     std::fs::write(&c, text).unwrap();
     let e = load_err(d.path());
-    assert!(e.contains("bert.encoder.layer.0.intermediate.dense.weight") && e.contains("[100, 64]"), "{e}");
+    assert!(
+        e.contains("bert.encoder.layer.0.intermediate.dense.weight") && e.contains("[100, 64]"),
+        "{e}"
+    );
     // A malformed config.
     std::fs::write(&c, "{ \"hidden_size\": 64, ").unwrap();
     let e = load_err(d.path());
@@ -66,12 +79,16 @@ fn missing_pieces_are_named() {
     copy_fixture(d.path());
     std::fs::remove_file(d.path().join("tokenizer.json")).unwrap();
     std::fs::remove_file(d.path().join("vocab.txt")).unwrap();
-    let e = lpaf::data::tokenizer::Tokenizer::from_dir(d.path()).unwrap_err().to_string();
+    let e = lpaf::data::tokenizer::Tokenizer::from_dir(d.path())
+        .unwrap_err()
+        .to_string();
     assert!(e.contains(&d.path().display().to_string()), "{e}");
     std::fs::remove_file(d.path().join("model.safetensors")).unwrap();
     let e = load_err(d.path());
     assert!(e.contains("model.safetensors not found"), "{e}");
-    let e = lpaf::data::task::Task::from_name("sst3").unwrap_err().to_string();
+    let e = lpaf::data::task::Task::from_name("sst3")
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("sst3") && e.contains("polarity"), "{e}");
 }
 
@@ -85,9 +102,24 @@ fn half_precision_checkpoints_load() {
     let batch = lpaf::data::Batch {
         size: 4,
         seq_len: 12,
-        input_ids: r["input_ids"].as_i64("ids").unwrap().iter().map(|&v| v as i32).collect(),
-        token_type_ids: r["token_type_ids"].as_i64("t").unwrap().iter().map(|&v| v as i32).collect(),
-        attention_mask: r["attention_mask"].as_i64("m").unwrap().iter().map(|&v| v as u8).collect(),
+        input_ids: r["input_ids"]
+            .as_i64("ids")
+            .unwrap()
+            .iter()
+            .map(|&v| v as i32)
+            .collect(),
+        token_type_ids: r["token_type_ids"]
+            .as_i64("t")
+            .unwrap()
+            .iter()
+            .map(|&v| v as i32)
+            .collect(),
+        attention_mask: r["attention_mask"]
+            .as_i64("m")
+            .unwrap()
+            .iter()
+            .map(|&v| v as u8)
+            .collect(),
         labels: lpaf::data::Labels::None,
         feature_ids: (0..4).collect(),
     };
@@ -96,7 +128,12 @@ fn half_precision_checkpoints_load() {
         write_safetensors(&d.path().join("model.safetensors"), &t, fmt, None).unwrap();
         let (mut m, _) = load_model_dir(&be, d.path(), None, 0, &DenseFactory).unwrap();
         assert_eq!(m.task, TaskKind::Classification { num_labels: 3 });
-        let z = be.to_f32(&m.forward(&be, &StepCtx::eval(Precision::F32), &batch).unwrap()).unwrap();
+        let z = be
+            .to_f32(
+                &m.forward(&be, &StepCtx::eval(Precision::F32), &batch)
+                    .unwrap(),
+            )
+            .unwrap();
         let e = crate::common::rel_err(&z, &want);
         assert!(e < tol, "{fmt:?}: logits rel err {e}");
     }
@@ -120,7 +157,9 @@ fn the_binary_exits_nonzero_with_a_clear_message() {
     let d = tempfile::tempdir().unwrap();
     // Unknown task.
     let out = Command::new(&bin)
-        .args(["finetune", "--device", "cpu", "--quiet", "--task", "sst3", "--output"])
+        .args([
+            "finetune", "--device", "cpu", "--quiet", "--task", "sst3", "--output",
+        ])
         .arg(d.path().join("o"))
         .arg("--model")
         .arg(fixture("tiny-bert-cls"))
@@ -128,12 +167,22 @@ fn the_binary_exits_nonzero_with_a_clear_message() {
         .unwrap();
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("error:") && err.contains("unknown task `sst3`"), "{err}");
+    assert!(
+        err.contains("error:") && err.contains("unknown task `sst3`"),
+        "{err}"
+    );
     // Malformed data row: names file and line.
     let csv = d.path().join("train.csv");
-    std::fs::write(&csv, "sentence,label\ngood movie,1\n\"unterminated,0\nbad film\n").unwrap();
+    std::fs::write(
+        &csv,
+        "sentence,label\ngood movie,1\n\"unterminated,0\nbad film\n",
+    )
+    .unwrap();
     let out = Command::new(&bin)
-        .args(["finetune", "--device", "cpu", "--quiet", "--task", "csv", "--text-a", "sentence", "--output"])
+        .args([
+            "finetune", "--device", "cpu", "--quiet", "--task", "csv", "--text-a", "sentence",
+            "--output",
+        ])
         .arg(d.path().join("o2"))
         .arg("--model")
         .arg(fixture("tiny-bert-cls"))
@@ -147,11 +196,21 @@ fn the_binary_exits_nonzero_with_a_clear_message() {
     // Unknown recipe key, with a non-zero exit.
     let recipe = d.path().join("r.toml");
     std::fs::write(&recipe, "method = \"movement\"\nmodel = \"m\"\noutput = \"o\"\n[data]\ntask = \"csv\"\n[train]\nlearning_rate = 1.0\n").unwrap();
-    let out = Command::new(&bin).args(["compress", "--quiet", "--recipe"]).arg(&recipe).output().unwrap();
+    let out = Command::new(&bin)
+        .args(["compress", "--quiet", "--recipe"])
+        .arg(&recipe)
+        .output()
+        .unwrap();
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("learning_rate") && err.contains("r.toml"), "{err}");
+    assert!(
+        err.contains("learning_rate") && err.contains("r.toml"),
+        "{err}"
+    );
     // Bad flag value.
-    let out = Command::new(&bin).args(["bench", "nonsense"]).output().unwrap();
+    let out = Command::new(&bin)
+        .args(["bench", "nonsense"])
+        .output()
+        .unwrap();
     assert!(!out.status.success());
 }

@@ -6,11 +6,17 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use lpaf::backend::{Backend, CpuBackend, DType, Precision, WeightedSvdOptions, WeightedSvdProblem};
+use lpaf::backend::{
+    Backend, CpuBackend, DType, Precision, WeightedSvdOptions, WeightedSvdProblem,
+};
 use lpaf::cli::config::ConfigTable;
-use lpaf::compress::format::{export_dense, load_compressed, read_compression_info, COMPRESSION_FILE};
+use lpaf::compress::format::{
+    export_dense, load_compressed, read_compression_info, COMPRESSION_FILE,
+};
 use lpaf::compress::layers::LowRankSparseLinear;
-use lpaf::compress::losparse::{install_losparse, losparse_layers, LoSparseHooks, LoSparseSettings};
+use lpaf::compress::losparse::{
+    install_losparse, losparse_layers, LoSparseHooks, LoSparseSettings,
+};
 use lpaf::compress::pipeline::run_recipe;
 use lpaf::compress::recipe::Recipe;
 use lpaf::data::TaskKind;
@@ -20,12 +26,27 @@ use lpaf::model::weights::load_model_dir;
 use lpaf::train::schedule::CubicSchedule;
 
 fn fixture(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name)
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(name)
 }
 
-const POS: [&str; 10] = ["good", "great", "fun", "wonderful", "best", "beautiful", "love", "loved", "like", "enjoy"];
+const POS: [&str; 10] = [
+    "good",
+    "great",
+    "fun",
+    "wonderful",
+    "best",
+    "beautiful",
+    "love",
+    "loved",
+    "like",
+    "enjoy",
+];
 const NEG: [&str; 6] = ["bad", "terrible", "boring", "worst", "hate", "not"];
-const NEUTRAL: [&str; 8] = ["the", "movie", "film", "story", "plot", "music", "was", "is"];
+const NEUTRAL: [&str; 8] = [
+    "the", "movie", "film", "story", "plot", "music", "was", "is",
+];
 
 /// A small two-class CSV task over the fixture vocabulary.
 fn write_task(dir: &Path) {
@@ -53,16 +74,25 @@ fn write_task(dir: &Path) {
 /// A recipe for `method` on the fixture model and the CSV task, with overrides.
 fn recipe(method: &str, dir: &Path, out: &str, sets: &[(&str, &str)]) -> Recipe {
     let mut t = ConfigTable::empty();
-    let model = if method == "svd" { fixture("tiny-bert-cls") } else { fixture("tiny-bert-cls") };
+    let model = if method == "svd" {
+        fixture("tiny-bert-cls")
+    } else {
+        fixture("tiny-bert-cls")
+    };
     let s = |v: &Path| toml::Value::String(v.display().to_string());
-    t.set_value("method", toml::Value::String(method.into())).unwrap();
+    t.set_value("method", toml::Value::String(method.into()))
+        .unwrap();
     t.set_value("model", s(&model)).unwrap();
     t.set_value("output", s(&dir.join(out))).unwrap();
-    t.set_value("data.task", toml::Value::String("csv".into())).unwrap();
-    t.set_value("data.train", s(&dir.join("train.csv"))).unwrap();
+    t.set_value("data.task", toml::Value::String("csv".into()))
+        .unwrap();
+    t.set_value("data.train", s(&dir.join("train.csv")))
+        .unwrap();
     t.set_value("data.dev", s(&dir.join("dev.csv"))).unwrap();
-    t.set_value("data.text_a", toml::Value::String("sentence".into())).unwrap();
-    t.set_value("data.max_seq_len", toml::Value::Integer(16)).unwrap();
+    t.set_value("data.text_a", toml::Value::String("sentence".into()))
+        .unwrap();
+    t.set_value("data.max_seq_len", toml::Value::Integer(16))
+        .unwrap();
     for (k, v) in [
         ("train.steps", "12"),
         ("train.batch_size", "8"),
@@ -101,12 +131,19 @@ fn recount(dir: &Path) -> (usize, usize, Vec<(String, usize, usize, usize)>) {
             let p = linear_prefix(l, s);
             let (o, i) = slot_shape(&cfg, s);
             dense += o * i;
-            let rank = t.get(&format!("{p}.lowrank_u")).map(|u| u.shape[1]).unwrap_or(0);
+            let rank = t
+                .get(&format!("{p}.lowrank_u"))
+                .map(|u| u.shape[1])
+                .unwrap_or(0);
             let nnz = t
                 .get(&format!("{p}.sparse_values"))
                 .map(|v| v.as_f32("v").unwrap().iter().filter(|x| **x != 0.0).count())
                 .unwrap_or(0);
-            let here = if t.contains_key(&format!("{p}.weight")) { o * i } else { rank * (o + i) + nnz };
+            let here = if t.contains_key(&format!("{p}.weight")) {
+                o * i
+            } else {
+                rank * (o + i) + nnz
+            };
             stored += here;
             per.push((p, o * i, rank, nnz));
         }
@@ -119,7 +156,10 @@ fn check_saved_stats(out: &Path) -> f64 {
     let info = read_compression_info(&dir).unwrap();
     let (dense, stored, _) = recount(&dir);
     assert_eq!(info.total.dense_params, dense);
-    assert_eq!(info.total.stored_params, stored, "compression.json disagrees with a recount");
+    assert_eq!(
+        info.total.stored_params, stored,
+        "compression.json disagrees with a recount"
+    );
     assert!((info.total.kept_ratio - stored as f64 / dense as f64).abs() < 1e-12);
     info.total.kept_ratio
 }
@@ -136,9 +176,17 @@ fn pruning_hits_the_budget_exactly_per_matrix() {
         let (_, _, per) = recount(&d.path().join(method).join("compressed"));
         for (name, numel, rank, nnz) in per {
             assert_eq!(rank, 0, "{method} {name}");
-            assert_eq!(nnz, (0.2 * numel as f64).floor() as usize, "{method} {name}: kept entries");
+            assert_eq!(
+                nnz,
+                (0.2 * numel as f64).floor() as usize,
+                "{method} {name}: kept entries"
+            );
         }
-        assert!((o.kept_ratio - 0.2).abs() < 1e-3, "{method}: kept ratio {}", o.kept_ratio);
+        assert!(
+            (o.kept_ratio - 0.2).abs() < 1e-3,
+            "{method}: kept ratio {}",
+            o.kept_ratio
+        );
     }
 }
 
@@ -146,7 +194,16 @@ fn pruning_hits_the_budget_exactly_per_matrix() {
 fn movement_log_follows_the_cubic_schedule() {
     let d = tempfile::tempdir().unwrap();
     write_task(d.path());
-    let r = recipe("movement", d.path(), "mv", &[("train.steps", "20"), ("pruning.initial_warmup", "0.1"), ("pruning.final_warmup", "0.2")]);
+    let r = recipe(
+        "movement",
+        d.path(),
+        "mv",
+        &[
+            ("train.steps", "20"),
+            ("pruning.initial_warmup", "0.1"),
+            ("pruning.final_warmup", "0.2"),
+        ],
+    );
     run_recipe(&be(), &r, false, true).unwrap();
     let sched = CubicSchedule::new(1.0, 0.2, 20, 2, 4);
     let log = std::fs::read_to_string(d.path().join("mv/log.jsonl")).unwrap();
@@ -157,9 +214,15 @@ fn movement_log_follows_the_cubic_schedule() {
             // Logged after step `step` (1-based count): its mask used kept(step − 1).
             let step = v["step"].as_u64().unwrap();
             let want = sched.kept(step - 1);
-            assert!((v["kept_target"].as_f64().unwrap() - want).abs() < 1e-12, "step {step}");
+            assert!(
+                (v["kept_target"].as_f64().unwrap() - want).abs() < 1e-12,
+                "step {step}"
+            );
             let got = v["kept_ratio"].as_f64().unwrap();
-            assert!((got - want).abs() < 0.01, "step {step}: kept {got} vs {want}");
+            assert!(
+                (got - want).abs() < 0.01,
+                "step {step}: kept {got} vs {want}"
+            );
             assert!(v["mask_churn"].is_null() || v["mask_churn"].as_f64().unwrap() <= 1.0);
             seen += 1;
         }
@@ -184,7 +247,10 @@ fn factorized_methods_stay_within_the_budget() {
         let budget = (0.2 * dense as f64).floor() as usize;
         assert!(stored <= budget, "{method}: {stored} > {budget}");
         // Within one rank of the largest matrix of the budget.
-        assert!(budget - stored < 64 + 128, "{method}: {stored} far under {budget}");
+        assert!(
+            budget - stored < 64 + 128,
+            "{method}: {stored} far under {budget}"
+        );
         assert!(per.iter().all(|p| p.3 == 0), "{method}: no sparse part");
         assert_eq!(o.kept_ratio, kept);
     }
@@ -194,19 +260,28 @@ fn factorized_methods_stay_within_the_budget() {
 fn losparse_runs_and_prunes_s_to_its_share() {
     let d = tempfile::tempdir().unwrap();
     write_task(d.path());
-    let r = recipe("losparse", d.path(), "ls", &[("losparse.rank_ratio", "0.05")]);
+    let r = recipe(
+        "losparse",
+        d.path(),
+        "ls",
+        &[("losparse.rank_ratio", "0.05")],
+    );
     let o = run_recipe(&be(), &r, false, true).unwrap();
     let kept = check_saved_stats(&d.path().join("ls"));
     assert!((kept - 0.2).abs() < 0.03, "LoSparse kept {kept}");
     assert_eq!(o.kept_ratio, kept);
     let (_, _, per) = recount(&d.path().join("ls").join("compressed"));
-    assert!(per.iter().all(|p| p.2 > 0), "every matrix has a low-rank part");
+    assert!(
+        per.iter().all(|p| p.2 > 0),
+        "every matrix has a low-rank part"
+    );
 }
 
 #[test]
 fn losparse_global_threshold_matches_a_sort() {
     let be = be();
-    let (mut m, _) = load_model_dir(&be, &fixture("tiny-bert-cls"), None, 0, &DenseFactory).unwrap();
+    let (mut m, _) =
+        load_model_dir(&be, &fixture("tiny-bert-cls"), None, 0, &DenseFactory).unwrap();
     let s = LoSparseSettings {
         rank_ratio: 0.05,
         final_kept: 0.3,
@@ -224,7 +299,15 @@ fn losparse_global_threshold_matches_a_sort() {
     let mut seed = 10;
     for l in losparse_layers(&mut m) {
         let n = l.ibar.numel();
-        l.ibar = be.from_f32(&crate::common::rand_vec(seed, n, 1.0).iter().map(|v| v.abs()).collect::<Vec<_>>(), l.ibar.shape()).unwrap();
+        l.ibar = be
+            .from_f32(
+                &crate::common::rand_vec(seed, n, 1.0)
+                    .iter()
+                    .map(|v| v.abs())
+                    .collect::<Vec<_>>(),
+                l.ibar.shape(),
+            )
+            .unwrap();
         seed += 1;
     }
     let mut expected_rows: Vec<(f32, usize, usize, usize)> = Vec::new(); // (row mean, layer, row, cols)
@@ -232,7 +315,11 @@ fn losparse_global_threshold_matches_a_sort() {
         let v = be.to_f32(&l.ibar).unwrap();
         let (rows, cols) = l.ibar.rows_cols();
         for r in 0..rows {
-            let mean = (v[r * cols..(r + 1) * cols].iter().map(|&x| x as f64).sum::<f64>() / cols as f64) as f32;
+            let mean = (v[r * cols..(r + 1) * cols]
+                .iter()
+                .map(|&x| x as f64)
+                .sum::<f64>()
+                / cols as f64) as f32;
             expected_rows.push((mean, li, r, cols));
         }
     }
@@ -259,7 +346,11 @@ fn losparse_global_threshold_matches_a_sort() {
         let sv = be.to_f32(&l.s.value).unwrap();
         let (rows, cols) = l.mask.rows_cols();
         for r in 0..rows {
-            let score = expected_rows.iter().find(|e| e.1 == li && e.2 == r).unwrap().0;
+            let score = expected_rows
+                .iter()
+                .find(|e| e.1 == li && e.2 == r)
+                .unwrap()
+                .0;
             let keep = score >= th;
             for c in 0..cols {
                 assert_eq!(mask[r * cols + c] != 0, keep, "layer {li} row {r}");
@@ -277,12 +368,40 @@ fn sparsity_aware_svd_beats_plain_svd_on_kept_entries() {
     let (o, i, r) = (48, 32, 6);
     let w = crate::common::rand_vec(3, o * i, 1.0);
     let mask = crate::common::rand_mask(4, o * i, 0.3);
-    let ws: Vec<f32> = w.iter().zip(&mask).map(|(w, m)| if *m != 0 { *w } else { 0.0 }).collect();
+    let ws: Vec<f32> = w
+        .iter()
+        .zip(&mask)
+        .map(|(w, m)| if *m != 0 { *w } else { 0.0 })
+        .collect();
     let wt = be.from_f32(&ws, &[o, i]).unwrap();
     let mt = be.from_u8(&mask, &[o, i]).unwrap();
-    let opts = WeightedSvdOptions { max_steps: 10, rel_tol: 0.0, ..Default::default() };
-    let weighted = be.weighted_svd(&[WeightedSvdProblem { w: &wt, mask: &mt, omega: 0.0, rank: r }], &opts).unwrap();
-    let plain = be.weighted_svd(&[WeightedSvdProblem { w: &wt, mask: &mt, omega: 1.0, rank: r }], &opts).unwrap();
+    let opts = WeightedSvdOptions {
+        max_steps: 10,
+        rel_tol: 0.0,
+        ..Default::default()
+    };
+    let weighted = be
+        .weighted_svd(
+            &[WeightedSvdProblem {
+                w: &wt,
+                mask: &mt,
+                omega: 0.0,
+                rank: r,
+            }],
+            &opts,
+        )
+        .unwrap();
+    let plain = be
+        .weighted_svd(
+            &[WeightedSvdProblem {
+                w: &wt,
+                mask: &mt,
+                omega: 1.0,
+                rank: r,
+            }],
+            &opts,
+        )
+        .unwrap();
     let kept_err = |res: &lpaf::backend::WeightedSvdResult| {
         let u = be.to_f32(&res.u).unwrap();
         let v = be.to_f32(&res.v).unwrap();
@@ -290,7 +409,9 @@ fn sparsity_aware_svd_beats_plain_svd_on_kept_entries() {
         for a in 0..o {
             for b in 0..i {
                 if mask[a * i + b] != 0 {
-                    let p: f64 = (0..r).map(|k| u[a * r + k] as f64 * v[k * i + b] as f64).sum();
+                    let p: f64 = (0..r)
+                        .map(|k| u[a * r + k] as f64 * v[k * i + b] as f64)
+                        .sum();
                     e += (ws[a * i + b] as f64 - p).powi(2);
                 }
             }
@@ -300,7 +421,10 @@ fn sparsity_aware_svd_beats_plain_svd_on_kept_entries() {
     let (ew, ep) = (kept_err(&weighted[0]), kept_err(&plain[0]));
     assert!(ew < 0.9 * ep, "weighted {ew} vs plain {ep}");
     let obj = &weighted[0].objective;
-    assert!(obj.windows(2).all(|p| p[1] <= p[0] * (1.0 + 1e-6)), "objective increased: {obj:?}");
+    assert!(
+        obj.windows(2).all(|p| p[1] <= p[0] * (1.0 + 1e-6)),
+        "objective increased: {obj:?}"
+    );
 }
 
 fn final_tensors(dir: &Path) -> BTreeMap<String, HostTensor> {
@@ -315,10 +439,20 @@ fn resumed_compression_is_bit_identical() {
         let full = recipe(method, d.path(), &format!("{method}-full"), &[]);
         run_recipe(&be(), &full, false, true).unwrap();
         // Interrupted twice (LPAF: once in stage 1, once in stage 3), then resumed.
-        let part = recipe(method, d.path(), &format!("{method}-part"), &[("train.stop_after", "5")]);
+        let part = recipe(
+            method,
+            d.path(),
+            &format!("{method}-part"),
+            &[("train.stop_after", "5")],
+        );
         let o = run_recipe(&be(), &part, false, true).unwrap();
         assert!(o.stopped, "{method}: should have stopped");
-        let mut resumed = recipe(method, d.path(), &format!("{method}-part"), &[("train.stop_after", "5")]);
+        let mut resumed = recipe(
+            method,
+            d.path(),
+            &format!("{method}-part"),
+            &[("train.stop_after", "5")],
+        );
         let mut guard = 0;
         loop {
             let o = run_recipe(&be(), &resumed, true, true).unwrap();
@@ -333,7 +467,11 @@ fn resumed_compression_is_bit_identical() {
         }
         let a = final_tensors(&d.path().join(format!("{method}-full")));
         let b = final_tensors(&d.path().join(format!("{method}-part")));
-        assert_eq!(a.keys().collect::<Vec<_>>(), b.keys().collect::<Vec<_>>(), "{method}");
+        assert_eq!(
+            a.keys().collect::<Vec<_>>(),
+            b.keys().collect::<Vec<_>>(),
+            "{method}"
+        );
         for (k, ta) in &a {
             assert_eq!(ta, &b[k], "{method}: {k} differs after resume");
         }
@@ -369,7 +507,9 @@ fn export_load_eval_gives_the_same_predictions() {
     assert_eq!(pc, pd, "dense export predicts differently");
     // The dense export is a plain checkpoint: only `.weight` matrices, no factors.
     let t = read_safetensors(&dense.join("model.safetensors")).unwrap();
-    assert!(t.keys().all(|k| !k.contains("lowrank") && !k.contains("sparse")));
+    assert!(t
+        .keys()
+        .all(|k| !k.contains("lowrank") && !k.contains("sparse")));
     let _ = DType::F32;
 }
 
@@ -392,7 +532,15 @@ fn bad_recipes_and_budgets_are_clear_errors() {
         let e = run_recipe(&be(), &r, false, true).unwrap_err().to_string();
         assert!(e.contains("kept_ratio"), "{k}: {e}");
     }
-    let r = recipe("losparse", d.path(), "x", &[("target.kept_ratio", "0.05"), ("losparse.rank_ratio", "0.3")]);
+    let r = recipe(
+        "losparse",
+        d.path(),
+        "x",
+        &[
+            ("target.kept_ratio", "0.05"),
+            ("losparse.rank_ratio", "0.3"),
+        ],
+    );
     let e = run_recipe(&be(), &r, false, true).unwrap_err().to_string();
     assert!(e.contains("impossible budget"), "{e}");
     let r = recipe("svd", d.path(), "x", &[("svd.rank", "65")]);
@@ -408,14 +556,36 @@ fn mismatched_teacher_is_refused() {
     // A teacher with another vocabulary size.
     let mut cfg = lpaf::model::BertConfig::load(&fixture("tiny-bert-cls/config.json")).unwrap();
     cfg.vocab_size += 10;
-    let teacher = lpaf::model::Bert::random(&be, cfg, TaskKind::Classification { num_labels: 2 }, 1).unwrap();
+    let teacher =
+        lpaf::model::Bert::random(&be, cfg, TaskKind::Classification { num_labels: 2 }, 1).unwrap();
     let tdir = d.path().join("teacher");
-    lpaf::model::weights::save_model_dir(&be, &teacher, &tdir, None, None, lpaf::model::io::FloatFormat::F32).unwrap();
-    let r = recipe("movement", d.path(), "x", &[("distill.teacher", &format!("\"{}\"", tdir.display()))]);
+    lpaf::model::weights::save_model_dir(
+        &be,
+        &teacher,
+        &tdir,
+        None,
+        None,
+        lpaf::model::io::FloatFormat::F32,
+    )
+    .unwrap();
+    let r = recipe(
+        "movement",
+        d.path(),
+        "x",
+        &[("distill.teacher", &format!("\"{}\"", tdir.display()))],
+    );
     let e = run_recipe(&be, &r, false, true).unwrap_err().to_string();
     assert!(e.contains("vocabulary"), "{e}");
     // A teacher with other labels (3-way head vs the task's 2 classes).
-    let r = recipe("movement", d.path(), "x", &[("distill.teacher", &format!("\"{}\"", fixture("tiny-bert-cls").display()))]);
+    let r = recipe(
+        "movement",
+        d.path(),
+        "x",
+        &[(
+            "distill.teacher",
+            &format!("\"{}\"", fixture("tiny-bert-cls").display()),
+        )],
+    );
     let e = run_recipe(&be, &r, false, true).unwrap_err().to_string();
     assert!(e.contains("head") || e.contains("labels"), "{e}");
 }
@@ -430,7 +600,13 @@ fn compressed_dir_with_a_missing_tensor_is_a_clear_error() {
     let mut t = read_safetensors(&comp.join("model.safetensors")).unwrap();
     let victim = format!("{}.lowrank_v", linear_prefix(1, 2));
     t.remove(&victim).unwrap();
-    lpaf::model::io::write_safetensors(&comp.join("model.safetensors"), &t, lpaf::model::io::FloatFormat::F32, None).unwrap();
+    lpaf::model::io::write_safetensors(
+        &comp.join("model.safetensors"),
+        &t,
+        lpaf::model::io::FloatFormat::F32,
+        None,
+    )
+    .unwrap();
     let e = match load_compressed(&be, &comp, 0) {
         Ok(_) => panic!("loading a model with a missing tensor succeeded"),
         Err(e) => e.to_string(),

@@ -198,16 +198,6 @@ impl CudaBackend {
         Ok(())
     }
 
-    /// A 1-D launch of `n` threads in blocks of `block`.
-    pub(crate) fn grid_1d(n: usize, block: u32) -> LaunchConfig {
-        let blocks = (n as u64).div_ceil(block as u64).clamp(1, i32::MAX as u64) as u32;
-        LaunchConfig {
-            grid_dim: (blocks, 1, 1),
-            block_dim: (block, 1, 1),
-            shared_mem_bytes: 0,
-        }
-    }
-
     /// Allocates a device buffer of `n` elements (uninitialised).
     pub(crate) fn alloc_storage(&self, n: usize, dtype: DType) -> Result<CudaStorage> {
         let op = "cuMemAlloc";

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use serde_json::json;
 
 use crate::backend::{Backend, BackendRef};
-use crate::cli::config::{expand_home, TrainSection};
+use crate::cli::config::expand_home;
 use crate::data::dataset::{BatchConfig, BatchIter, Dataset};
 use crate::data::task::{load_task, TaskData, TaskSpec};
 use crate::data::tokenizer::Tokenizer;
@@ -17,6 +17,7 @@ use crate::error::{Error, Result, ResultExt};
 use crate::model::io::FloatFormat;
 use crate::model::weights::{save_model_dir, LoadReport};
 use crate::model::Bert;
+use crate::train::config::TrainSection;
 use crate::train::eval::evaluate;
 use crate::train::optimizer::AdamWConfig;
 use crate::train::trainer::{self, EvalResult, TrainConfig, TrainHooks, TrainSummary};
@@ -86,7 +87,7 @@ pub fn total_steps(t: &TrainSection, ds: &Dataset) -> Result<u64> {
         }
         return Ok(s);
     }
-    if !(t.epochs > 0.0) {
+    if !t.epochs.is_finite() || t.epochs <= 0.0 {
         return Err(Error::msg(format!(
             "train.epochs = {} must be positive",
             t.epochs
