@@ -50,7 +50,7 @@ const NEUTRAL: [&str; 8] = [
 
 /// A small two-class CSV task over the fixture vocabulary.
 fn write_task(dir: &Path) {
-    let mut rows = |n: usize, seed: usize| {
+    let rows = |n: usize, seed: usize| {
         let mut s = String::from("sentence,label\n");
         for i in 0..n {
             let label = (i + seed) % 2;
