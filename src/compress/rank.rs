@@ -203,8 +203,8 @@ mod tests {
                 m[i * c + j] = (i as f32 + 1.0) * (j as f32 - 2.0);
             }
         }
-        for j in 0..c {
-            m[j] += 3.0; // row 0 perturbed: rank 2
+        for v in m.iter_mut().take(c) {
+            *v += 3.0; // row 0 perturbed: rank 2
         }
         let s = singular_values(&m, r, c).unwrap();
         assert_eq!(numerical_rank(&s, 1e-3), 2);

@@ -74,11 +74,8 @@ fn write_task(dir: &Path) {
 /// A recipe for `method` on the fixture model and the CSV task, with overrides.
 fn recipe(method: &str, dir: &Path, out: &str, sets: &[(&str, &str)]) -> Recipe {
     let mut t = ConfigTable::empty();
-    let model = if method == "svd" {
-        fixture("tiny-bert-cls")
-    } else {
-        fixture("tiny-bert-cls")
-    };
+    // The fixture serves as pre-trained start and, for SVD, as "fine-tuned" model.
+    let model = fixture("tiny-bert-cls");
     let s = |v: &Path| toml::Value::String(v.display().to_string());
     t.set_value("method", toml::Value::String(method.into()))
         .unwrap();
@@ -120,7 +117,10 @@ fn be() -> CpuBackend {
 }
 
 /// Storage recounted naively from a saved compressed model.
-fn recount(dir: &Path) -> (usize, usize, Vec<(String, usize, usize, usize)>) {
+/// (name, numel, rank, nnz) of each matrix.
+type MatrixCount = (String, usize, usize, usize);
+
+fn recount(dir: &Path) -> (usize, usize, Vec<MatrixCount>) {
     let t = read_safetensors(&dir.join("model.safetensors")).unwrap();
     let cfg = lpaf::model::BertConfig::load(&dir.join("config.json")).unwrap();
     let mut dense = 0;
