@@ -18,8 +18,8 @@ args=()
 if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then
     echo "quickstart: GPU found: $(nvidia-smi -L | head -n 1)"
 else
-    echo "quickstart: no GPU: a shorter CPU run (300 steps of 16 sentences)"
-    args=(--steps 300 --batch-size 16 --eval-every 100)
+    echo "quickstart: no GPU: a shorter CPU run (200 steps of 16 sentences, ~10 minutes on 2 cores)"
+    args=(--steps 200 --batch-size 16 --eval-every 100)
 fi
 ./target/release/lpaf finetune --config recipes/finetune.toml --output runs/quickstart "${args[@]}" "$@"
 echo "quickstart: dev accuracy above; model in runs/quickstart/best, log in runs/quickstart/log.jsonl"
