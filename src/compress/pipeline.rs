@@ -146,12 +146,15 @@ pub fn run_recipe(
     let mut no_best = |_: &dyn Backend, _: &mut Bert, _: &Path| -> Result<()> { Ok(()) };
     let mut stages: Vec<TrainSummary> = Vec::new();
     let target = recipe.target.kept_ratio;
-    // A stage that stopped before its last step (train.stop_after) ends the
-    // invocation; `--resume` continues it.
+    // Trains one stage; a stage that stopped before its last step
+    // (train.stop_after) ends the invocation, and `--resume` continues it.
     macro_rules! stage {
-        ($summary:expr, $total:expr) => {{
-            let s: TrainSummary = $summary;
-            let done = s.steps >= $total;
+        ($model:expr, $hooks:expr, $t:expr, $dir:expr, $name:expr) => {{
+            let fp = fingerprint(&json!({"stage": $name, "base": base_fp}));
+            let total = total_steps_for($t, data.train.as_deref())?;
+            let mut hooks = HookRef($hooks.as_mut());
+            let s = run_training(be, $model, &data, $t, $dir, &mut hooks, &mut no_best, resume, &fp, quiet)?;
+            let done = s.steps >= total;
             stages.push(s);
             if !done {
                 return Ok(stopped(recipe, stages));
@@ -180,22 +183,7 @@ pub fn run_recipe(
                 &model,
                 prune_hooks(recipe, kind, target, &t, &data)?,
             )?;
-            let fp = fingerprint(&json!({"stage": "prune", "base": base_fp}));
-            stage!(
-                run_training(
-                    be,
-                    &mut model,
-                    &data,
-                    &t,
-                    &out,
-                    &mut HookRef(hooks.as_mut()),
-                    &mut no_best,
-                    resume,
-                    &fp,
-                    quiet,
-                )?,
-                total_steps_for(&t, data.train.as_deref())?
-            );
+            stage!(&mut model, hooks, &t, &out, "prune");
             drop(hooks);
             finalize_masks(be, &mut model)?;
             model
@@ -204,22 +192,7 @@ pub fn run_recipe(
             let mut model = load_start(t.seed)?;
             factorize_dense(be, &mut model, target, recipe)?;
             let mut hooks = with_distill(be, recipe, &model, crate::train::trainer::NoHooks)?;
-            let fp = fingerprint(&json!({"stage": "svd", "base": base_fp}));
-            stage!(
-                run_training(
-                    be,
-                    &mut model,
-                    &data,
-                    &t,
-                    &out,
-                    &mut HookRef(hooks.as_mut()),
-                    &mut no_best,
-                    resume,
-                    &fp,
-                    quiet,
-                )?,
-                total_steps_for(&t, data.train.as_deref())?
-            );
+            stage!(&mut model, hooks, &t, &out, "svd");
             model
         }
         Method::Losparse => {
@@ -253,22 +226,7 @@ pub fn run_recipe(
             s.final_kept = final_kept;
             let total = total_steps_for(&t, data.train.as_deref())?;
             let mut hooks = with_distill(be, recipe, &model, LoSparseHooks::new(s, total))?;
-            let fp = fingerprint(&json!({"stage": "losparse", "base": base_fp}));
-            stage!(
-                run_training(
-                    be,
-                    &mut model,
-                    &data,
-                    &t,
-                    &out,
-                    &mut HookRef(hooks.as_mut()),
-                    &mut no_best,
-                    resume,
-                    &fp,
-                    quiet,
-                )?,
-                total_steps_for(&t, data.train.as_deref())?
-            );
+            stage!(&mut model, hooks, &t, &out, "losparse");
             model
         }
         Method::Lpaf => {
@@ -299,23 +257,7 @@ pub fn run_recipe(
                     &model,
                     prune_hooks(recipe, PruneKind::Movement, gamma_s, &t, &data)?,
                 )?;
-                let fp = fingerprint(&json!({"stage": "lpaf-prune", "base": base_fp}));
-                let stage_dir = out.join("stage1");
-                stage!(
-                    run_training(
-                        be,
-                        &mut model,
-                        &data,
-                        &t,
-                        &stage_dir,
-                        &mut HookRef(hooks.as_mut()),
-                        &mut no_best,
-                        resume,
-                        &fp,
-                        quiet,
-                    )?,
-                    total_steps_for(&t, data.train.as_deref())?
-                );
+                stage!(&mut model, hooks, &t, &out.join("stage1"), "lpaf-prune");
                 drop(hooks);
                 finalize_masks(be, &mut model)?;
                 save_compressed(
@@ -379,22 +321,7 @@ pub fn run_recipe(
                     p: lp.p0,
                 },
             )?;
-            let fp = fingerprint(&json!({"stage": "lpaf-mixed", "base": base_fp}));
-            stage!(
-                run_training(
-                    be,
-                    &mut model,
-                    &data,
-                    &t3,
-                    &out,
-                    &mut HookRef(hooks.as_mut()),
-                    &mut no_best,
-                    resume,
-                    &fp,
-                    quiet,
-                )?,
-                total_steps_for(&t3, data.train.as_deref())?
-            );
+            stage!(&mut model, hooks, &t3, &out, "lpaf-mixed");
             drop(hooks);
             finalize_lowrank(&mut model);
             model
