@@ -191,6 +191,8 @@ def collect(outdir: Path) -> list[dict]:
         rc = int(rc_p.read_text().strip()) if rc_p.is_file() else None
         wall_p = logs / f"{name}.wall"
         rec["wall_seconds"] = float(wall_p.read_text().strip()) if wall_p.is_file() else None
+        jobs_p = logs / f"{name}.jobs"
+        rec["concurrent_jobs"] = int(jobs_p.read_text().strip()) if jobs_p.is_file() else 1
         s = read_json(outdir / name / "summary.json")
         if rc == 0 and s is not None:
             rec["status"] = "ok"
@@ -259,14 +261,20 @@ def cmd_table(a: argparse.Namespace) -> None:
         "| train s (mean) | samples/s (mean) | steps | device | notes |",
         "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
+    any_contended = False
     for key in sorted(groups, key=order):
         eng, meth, ratio = key
         runs = sorted(groups[key], key=lambda r: r["seed"])
         ok = [r for r in runs if r["status"] == "ok"]
         acc = [r["accuracy"] for r in ok if r.get("accuracy") is not None]
         kept = [r["kept_ratio"] for r in ok if r.get("kept_ratio") is not None]
-        secs = [r["train_seconds"] for r in ok if r.get("train_seconds") is not None]
-        sps = [r["samples_per_second"] for r in ok if r.get("samples_per_second") is not None]
+        # Times from runs that had the machine to themselves when there are any.
+        alone = [r for r in ok if r.get("concurrent_jobs", 1) == 1]
+        timed = alone or ok
+        contended = bool(timed) and not alone
+        any_contended = any_contended or contended
+        secs = [r["train_seconds"] for r in timed if r.get("train_seconds") is not None]
+        sps = [r["samples_per_second"] for r in timed if r.get("samples_per_second") is not None]
         steps = sorted({r["steps"] for r in ok if r.get("steps") is not None})
         devs = sorted({str(r["device"]) for r in ok if r.get("device")})
         notes = []
@@ -289,8 +297,8 @@ def cmd_table(a: argparse.Namespace) -> None:
             acc_s,
             seeds_ok,
             fmt_mean_sd(kept, 1.0, 4) if kept else "–",
-            f"{statistics.fmean(secs):.1f}" if secs else "–",
-            f"{statistics.fmean(sps):.1f}" if sps else "–",
+            (f"{statistics.fmean(secs):.1f}" + ("†" if contended else "")) if secs else "–",
+            (f"{statistics.fmean(sps):.1f}" + ("†" if contended else "")) if sps else "–",
             "/".join(str(s) for s in steps) or "–",
             ", ".join(devs) or "–",
             "; ".join(notes),
@@ -304,20 +312,41 @@ def cmd_table(a: argparse.Namespace) -> None:
         "(including its periodic evaluations); samples/s = training samples ÷ train s.",
         "",
     ]
-    footer = ["", f"Command: `{a.command}`" if a.command else "", f"Device: {a.device}" if a.device else "",
-              f"Versions: {a.versions}" if a.versions else "", f"Results: {outdir / 'results.jsonl'}"]
-    text = "\n".join(header + lines + [x for x in footer if x is not None]) + "\n"
+    counts: dict[str, int] = {}
+    for r in results:
+        key = r["status"].split(":")[0]
+        counts[key] = counts.get(key, 0) + 1
+    footer = [""]
+    if any_contended:
+        footer.append("† timed while other runs shared the machine (--jobs > 1): contended, not comparable.")
+    footer.append("Runs: " + (", ".join(f"{v} {k}" for k, v in sorted(counts.items())) or "none") + ".")
+    footer.append("")
+    if a.command:
+        footer.append(f"Command: `{a.command}`  ")
+    if a.device:
+        footer.append(f"Device: {a.device}  ")
+    if a.versions:
+        footer.append(f"Versions: {a.versions}  ")
+    footer.append(f"Results: {outdir / 'results.jsonl'}; logs: {outdir / 'logs'}")
+    text = "\n".join(header + lines + footer) + "\n"
     (outdir / "table.md").write_text(text, encoding="utf-8")
     print(text)
 
 
 # --------------------------------------------------------------------------- eta
 
-DEFAULT_SECONDS_PER_STEP = {  # guesses (wall clock per step, start-up included) until runs of the kind finish
-    "cuda": {"lpaf": 0.03, "pytorch": 0.03},
+# Guesses until runs of the kind have been timed in OUTDIR (then their measured wall
+# time per step, start-up included, replaces them). GPU: MiniLM-L6, batch 32 × 64
+# tokens is launch-bound (~130 GFLOP per step); eager PyTorch ~15-25 ms per step
+# with top-k / importance updates; the engine unmeasured on this model (guess).
+DEFAULT_SECONDS_PER_STEP = {
+    "cuda": {"lpaf": 0.015, "pytorch": 0.02},
     "cpu": {"lpaf": 1.5, "pytorch": 1.5},
 }
-DEFAULT_OVERHEAD = {"cuda": 15.0, "cpu": 20.0}  # start-up, loading, final evaluation (seconds)
+DEFAULT_OVERHEAD = {  # start-up, loading, final evaluation (seconds per run)
+    "cuda": {"lpaf": 8.0, "pytorch": 12.0},
+    "cpu": {"lpaf": 15.0, "pytorch": 25.0},
+}
 
 
 def cmd_eta(a: argparse.Namespace) -> None:
@@ -336,7 +365,7 @@ def cmd_eta(a: argparse.Namespace) -> None:
             per_step = sum(r["wall_seconds"] for r in pool) / sum(r["steps"] for r in pool)
             est = per_step * steps
         else:
-            est = DEFAULT_SECONDS_PER_STEP[a.device_kind][engine] * steps + DEFAULT_OVERHEAD[a.device_kind]
+            est = DEFAULT_SECONDS_PER_STEP[a.device_kind][engine] * steps + DEFAULT_OVERHEAD[a.device_kind][engine]
         print(f"{est:.0f}")
 
 

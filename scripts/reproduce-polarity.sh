@@ -32,18 +32,27 @@
 #                        (estimated); the rest is listed as "not run" and a later call with the
 #                        same options continues (finished runs are kept and skipped)
 #   --force              rerun runs that already finished
+#   --dry-run            print the plan, the commands and the estimate; run nothing
 #   --python PY          interpreter with torch + transformers (default: $PYTHON or python3)
 #
-# Layout of OUT: split/{train,dev}.csv; finetune-s{S}/ (lpaf finetune; best/ is the SVD
-# start and the dense row); engine-{method}-k{R}-s{S}/ (lpaf compress);
-# pytorch-{method}-k{R}-s{S}/ (torch_reference.py); logs/{run}.{cmd,log,rc,wall};
+# Layout of OUT: split/{train,dev}.csv; finetune-s{S}/ (lpaf finetune: the dense row is its
+# final model, best/ is the SVD start); engine-{method}-k{R}-s{S}/ (lpaf compress);
+# pytorch-{method}-k{R}-s{S}/ (torch_reference.py); logs/{run}.{want,cmd,log,rc,wall,jobs};
 # results.jsonl and table.md (rebuilt from every run under OUT at the end of each call).
 # A failed run is reported as "failed" with its log path; the table is still written.
 #
 # Budget (MiniLM, 3,600 training rows, batch 32, sequence 64 ⇒ 113 steps/epoch): the defaults
-# are 3 × 339 fine-tuning steps + 5 methods × 2 ratios × 3 seeds × 1,130 steps (engine) +
-# 2 × 2 × 3 × 1,130 (PyTorch) ≈ 48,000 steps. The script prints its estimate at the start
-# (from guesses, then from the runs it has timed) and an ETA after every run.
+# are 3 × 339 fine-tuning steps + 5 methods × 2 ratios × 3 seeds × 1,130 steps (engine; LPAF
+# 565 + 565) + 2 × 2 × 3 × 1,130 (PyTorch) ≈ 48,000 steps in 45 runs: about 20 min on one
+# H100 if the engine takes ~15 ms and PyTorch ~20 ms per step (guesses; nobody has timed
+# MiniLM on the GPU yet). The script prints its estimate at the start and, once runs are
+# timed, an ETA from their measured speed after every run. A device command is limited to
+# 10 minutes, so split the work over calls that continue each other, e.g.
+#     scripts/reproduce-polarity.sh --seeds 1 --time-budget 540          # clean timings
+#     scripts/reproduce-polarity.sh --seeds "2 3" --jobs 2 --time-budget 540   # repeat until
+#                                                    # nothing is "not run"; times contended
+# (the table takes times from runs that had the GPU alone when there are any), or shorten
+# every run with --epochs-scale 0.5 (half the epochs of every recipe).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 REPO=$(pwd)
@@ -69,6 +78,7 @@ DEVICE=auto
 JOBS=1
 TIME_BUDGET=0
 FORCE=0
+DRY_RUN=0
 PY=${PYTHON:-python3}
 SEEDS_SET=0
 RATIOS_SET=0
@@ -97,6 +107,7 @@ while [ $# -gt 0 ]; do
         --jobs) need "$@"; JOBS=$2; shift 2 ;;
         --time-budget) need "$@"; TIME_BUDGET=$2; shift 2 ;;
         --force) FORCE=1; shift ;;
+        --dry-run) DRY_RUN=1; shift ;;
         --python) need "$@"; PY=$2; shift 2 ;;
         -h|--help) sed -n '2,/^set -euo/p' "$0" | sed -e '$d' -e 's/^# \{0,1\}//'; exit 0 ;;
         *) die "unknown argument '$1' (try --help)" ;;
@@ -305,6 +316,7 @@ n_started=0
 run_one() { # NAME ENGINE METHOD RATIO SEED (argv in CMD); writes logs/NAME.{cmd,log,rc,wall}
     local name=$1 logs="$OUT/logs" t1 t2 rc
     rm -f "$logs/$name.notrun" "$logs/$name.rc" "$logs/$name.wall"
+    echo "$JOBS" >"$logs/$name.jobs"  # >1: ran beside other runs (times contended)
     rm -rf "${OUT:?}/$name"
     cp "$logs/$name.want" "$logs/$name.cmd"
     t1=$(date +%s.%N)
@@ -349,6 +361,14 @@ echo "   estimated time for the runs still to do: $((est / 60)) min $((est % 60)
     "(per-step times of runs already timed in $OUT, else guesses)$( [ "$TIME_BUDGET" -gt 0 ] && echo "; time budget $TIME_BUDGET s")" \
     "$( [ "$JOBS" -gt 1 ] && echo "; $JOBS at once: roughly 1/$JOBS of that if the GPU is not saturated")"
 
+if [ "$DRY_RUN" = 1 ]; then
+    for line in "${PLAN[@]}"; do
+        read -r name _ <<<"$line"
+        if [ "$FORCE" = 0 ] && is_done "$name"; then echo "  (done) $name"; else echo "  $name: $(cat "$OUT/logs/$name.want")"; fi
+    done
+    exit 0
+fi
+
 wait_for_slot() {
     while [ "$(jobs -rp | wc -l)" -ge "$JOBS" ]; do wait -n 2>/dev/null || true; done
 }
@@ -364,6 +384,7 @@ launch_plan() { # FILTER: "finetune" or "rest"
             echo "[$(date +%H:%M:%S)] $name: already done, kept"
             continue
         fi
+        [ "$JOBS" -eq 1 ] || wait_for_slot
         if [ "$TIME_BUDGET" -gt 0 ]; then
             eta=$(echo "$eng $meth $(plan_steps "$name" "$eng" "$meth")" | $HELP eta "$OUT" --device-kind "$DEVICE_KIND")
             now=$(( $(date +%s) - T0 ))
@@ -379,7 +400,6 @@ launch_plan() { # FILTER: "finetune" or "rest"
         command_for $line
         echo "[$(date +%H:%M:%S)] $name: starting ($n_started/$N_PLAN)"
         if [ "$JOBS" -gt 1 ]; then
-            wait_for_slot
             run_one "$name" &
         else
             run_one "$name"

@@ -628,6 +628,9 @@ def load_model(model_dir: Path, num_labels: int, device):
     missing = [k for k in info.get("missing_keys", []) if not k.startswith("classifier.")]
     if missing:
         die(f"{model_dir}: weights missing from the checkpoint: {missing[:8]}")
+    dtypes = {p.dtype for p in model.parameters()}
+    if dtypes != {torch.float32}:
+        die(f"{model_dir}: parameters loaded as {dtypes}, expected float32")
     return model.to(device)
 
 
@@ -708,13 +711,16 @@ def main() -> None:
         die("no CUDA device visible to torch; use --device cpu")
     if a.deterministic:
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-        torch.use_deterministic_algorithms(True)
+        torch.use_deterministic_algorithms(True, warn_only=True)
     seed = int(tr["seed"])
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)  # also seeds every CUDA device
     set_precision(precision)
     device_name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
+    if a.quiet:
+        transformers.logging.set_verbosity_error()
+        transformers.utils.logging.disable_progress_bar()
     if not a.quiet:
         log(f"torch {torch.__version__}, transformers {transformers.__version__}, device {device_name}, "
             f"{a.method} to kept {kept_target}, seed {seed}, {precision}")
