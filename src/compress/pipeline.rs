@@ -43,6 +43,8 @@ use crate::train::trainer::{fingerprint, TrainHooks, TrainSummary};
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct CompressOutcome {
     pub method: String,
+    /// The device that ran it.
+    pub device: String,
     pub kept_ratio: f64,
     pub dev_metrics: Vec<(String, f64)>,
     pub main_metric: Option<f64>,
@@ -380,6 +382,7 @@ fn outcome(
     };
     let o = CompressOutcome {
         method: recipe.method.name().to_string(),
+        device: be.name(),
         kept_ratio: info.total.kept_ratio,
         dev_metrics: metrics,
         main_metric: main,
@@ -400,6 +403,7 @@ fn outcome(
 fn stopped(recipe: &Recipe, stages: Vec<TrainSummary>) -> CompressOutcome {
     CompressOutcome {
         method: recipe.method.name().to_string(),
+        device: String::new(),
         kept_ratio: f64::NAN,
         dev_metrics: Vec::new(),
         main_metric: None,
@@ -474,7 +478,17 @@ fn losparse_settings(
 ) -> Result<LoSparseSettings> {
     let l = &recipe.losparse;
     let total = total_steps_for(t, data.train.as_deref())?;
-    let unit = l.unit_steps.unwrap_or_else(|| total.div_ceil(10).max(1));
+    // Default unit: a tenth of the run, shrunk for short runs so that the
+    // warm-up and final phases still fit (an explicit unit is taken as is).
+    let phases = l.initial_warmup + l.final_warmup;
+    let unit = l.unit_steps.unwrap_or_else(|| {
+        let u = (total / 10).max(1);
+        if phases * u > total {
+            (total / (phases + 1)).max(1)
+        } else {
+            u
+        }
+    });
     if (l.initial_warmup + l.final_warmup) * unit > total {
         return Err(Error::msg(format!(
             "losparse: initial_warmup + final_warmup = {} units of {unit} steps exceed the {total} steps of the run",

@@ -16,7 +16,8 @@ pub struct RunLog {
     bar: ProgressBar,
     started: Instant,
     samples: u64,
-    samples_at_start: u64,
+    /// Seconds spent outside training proper (evaluation, saving).
+    excluded: f64,
 }
 
 impl RunLog {
@@ -60,7 +61,7 @@ impl RunLog {
             bar,
             started: Instant::now(),
             samples: 0,
-            samples_at_start: 0,
+            excluded: 0.0,
         })
     }
 
@@ -69,12 +70,23 @@ impl RunLog {
         self.samples += n;
     }
 
+    /// Leaves `seconds` (evaluation, checkpointing) out of the training time.
+    pub fn exclude(&mut self, seconds: f64) {
+        self.excluded += seconds;
+    }
+
+    /// Wall time minus evaluation and saving.
+    pub fn train_seconds(&self) -> f64 {
+        (self.elapsed_seconds() - self.excluded).max(0.0)
+    }
+
+    /// Training throughput (evaluation and saving excluded).
     pub fn samples_per_second(&self) -> f64 {
-        let dt = self.started.elapsed().as_secs_f64();
+        let dt = self.train_seconds();
         if dt <= 0.0 {
             0.0
         } else {
-            (self.samples - self.samples_at_start) as f64 / dt
+            self.samples as f64 / dt
         }
     }
 

@@ -358,6 +358,7 @@ pub fn train(
             )?;
         }
         let at_end = state.step == cfg.total_steps;
+        let overhead = std::time::Instant::now();
         if (cfg.eval_every > 0 && state.step % cfg.eval_every == 0) || at_end {
             let r = evaluate(be, model)?;
             model.clear_activations();
@@ -389,6 +390,7 @@ pub fn train(
             state.method = hooks.state();
             checkpoint::save_checkpoint(be, model, &state, &ckpt_dir)?;
         }
+        log.exclude(overhead.elapsed().as_secs_f64());
         if stop_now {
             break;
         }
@@ -399,7 +401,7 @@ pub fn train(
         final_eval: last_eval,
         best_metric: state.best_metric,
         best_step: state.best_step,
-        train_seconds: log.elapsed_seconds(),
+        train_seconds: log.train_seconds(),
         samples_per_second: log.samples_per_second(),
         final_loss,
     };
