@@ -289,7 +289,7 @@ pub fn table(rows: &[TrainBenchRow]) -> String {
     let mut s = String::from("| model | method | precision | step ms | forward ms | samples/s | TFLOP/s | MFU | vs dense |\n|---|---|---|---|---|---|---|---|---|\n");
     for r in rows {
         s.push_str(&format!(
-            "| {} | {} | {} | {:.2} | {:.2} | {:.1} | {:.2} | {:.1} % of {:.1} | {} |\n",
+            "| {} | {} | {} | {:.2} | {:.2} | {:.1} | {:.3} | {:.1} % of {:.3} | {} |\n",
             r.model,
             r.method,
             r.precision,
