@@ -220,8 +220,15 @@ impl TrainHooks for MixedRankHooks {
         }
         Ok(())
     }
-    fn log_fields(&mut self, _be: &dyn Backend, _model: &mut Bert) -> Result<Vec<(String, Value)>> {
-        Ok(vec![("p_sparse".into(), json!(self.p))])
+    fn log_fields(&mut self, _be: &dyn Backend, model: &mut Bert) -> Result<Vec<(String, Value)>> {
+        let ranks: Vec<usize> = mixed_layers(model)
+            .iter()
+            .map(|l| l.factor.rank())
+            .collect();
+        Ok(vec![
+            ("p_sparse".into(), json!(self.p)),
+            ("layer_rank".into(), json!(ranks)),
+        ])
     }
     fn bar_note(&self) -> String {
         format!("p_sparse {:.2}", self.p)

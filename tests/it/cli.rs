@@ -214,3 +214,44 @@ fn the_binary_exits_nonzero_with_a_clear_message() {
         .unwrap();
     assert!(!out.status.success());
 }
+
+#[test]
+fn info_reports_storage_and_numerical_ranks() {
+    let Some(bin) = binary() else { return };
+    let m = fixture("tiny-bert-cls");
+    let out = Command::new(&bin)
+        .args(["info", "--json"])
+        .arg(&m)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["total"]["kept_ratio"].as_f64().unwrap(), 1.0);
+    assert_eq!(v["matrices"].as_array().unwrap().len(), 12);
+    // A dense model against itself: same numerical rank, and magnitude
+    // pruning "at the same density" (1.0) changes nothing.
+    let out = Command::new(&bin)
+        .args(["info", "--rank", "--json", "--dense"])
+        .arg(&m)
+        .arg(&m)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let rows: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(rows.len(), 12);
+    for r in rows {
+        let rank = r["rank"].as_u64().unwrap();
+        assert!(rank > 0 && rank <= 64, "{r}");
+        assert_eq!(r["dense_rank"].as_u64().unwrap(), rank);
+        assert_eq!(r["magnitude_rank"].as_u64().unwrap(), rank);
+        assert_eq!(r["density"].as_f64().unwrap(), 1.0);
+    }
+}

@@ -92,12 +92,7 @@ impl CudaBackend {
     /// the cuBLAS handle. Fails (never panics) without a driver, a device,
     /// cuBLAS, or kernels compiled into this binary.
     pub fn new(ordinal: usize) -> Result<CudaBackend> {
-        if crate::kernels::NVCC_VERSION.is_none() {
-            return Err(Error::cuda(
-                "CudaBackend::new",
-                crate::kernels::NVCC_MISSING,
-            ));
-        }
+        crate::kernels::require_kernels(crate::kernels::NVCC_VERSION)?;
         let info = crate::device::probe_cuda()?;
         if ordinal >= info.device_count {
             return Err(Error::cuda(
