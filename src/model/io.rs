@@ -141,6 +141,28 @@ pub fn read_safetensors(path: &Path) -> Result<BTreeMap<String, HostTensor>> {
     Ok(out)
 }
 
+/// How the floating-point tensors of a safetensors file are stored (the
+/// first one's dtype), read from the header only.
+pub fn stored_float_format(path: &Path) -> Result<Option<FloatFormat>> {
+    let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
+    // SAFETY: read-only mapping of a file this process does not modify.
+    let mmap = unsafe { memmap2::Mmap::map(&file) }.map_err(|e| Error::io(path, e))?;
+    let (_, meta) = SafeTensors::read_metadata(&mmap).map_err(|e| {
+        Error::msg(format!(
+            "{}: not a valid safetensors file ({e})",
+            path.display()
+        ))
+    })?;
+    let mut infos: Vec<_> = meta.tensors().into_iter().collect();
+    infos.sort_by(|a, b| a.0.cmp(&b.0));
+    Ok(infos.iter().find_map(|(_, i)| match i.dtype {
+        Dtype::F32 | Dtype::F64 => Some(FloatFormat::F32),
+        Dtype::F16 => Some(FloatFormat::F16),
+        Dtype::BF16 => Some(FloatFormat::Bf16),
+        _ => None,
+    }))
+}
+
 /// Reads only the `__metadata__` map of a safetensors file.
 pub fn read_safetensors_metadata(path: &Path) -> Result<HashMap<String, String>> {
     let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;

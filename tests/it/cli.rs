@@ -12,9 +12,7 @@ use lpaf::model::weights::load_model_dir;
 use lpaf::model::StepCtx;
 
 fn fixture(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures")
-        .join(name)
+    crate::common::fixture(name)
 }
 
 /// A copy of the classification fixture to damage.

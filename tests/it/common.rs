@@ -41,3 +41,19 @@ pub fn cpu() -> CpuBackend {
 pub fn host(be: &dyn Backend, t: &Tensor) -> Vec<f32> {
     be.to_f32(t).expect("to_f32")
 }
+
+/// The repository root: where cargo built the tests, or — for a test
+/// executable carried to another machine (scripts/run-on-gpu.sh) — the
+/// current directory when it holds the fixtures.
+pub fn repo_root() -> std::path::PathBuf {
+    let built = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    if built.join("tests/fixtures").is_dir() {
+        return built;
+    }
+    std::env::current_dir().expect("current directory")
+}
+
+/// A committed fixture under tests/fixtures.
+pub fn fixture(name: &str) -> std::path::PathBuf {
+    repo_root().join("tests/fixtures").join(name)
+}

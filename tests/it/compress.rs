@@ -26,9 +26,7 @@ use lpaf::model::weights::load_model_dir;
 use lpaf::train::schedule::CubicSchedule;
 
 fn fixture(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures")
-        .join(name)
+    crate::common::fixture(name)
 }
 
 const POS: [&str; 10] = [
@@ -617,7 +615,7 @@ fn compressed_dir_with_a_missing_tensor_is_a_clear_error() {
 
 #[test]
 fn every_shipped_recipe_parses() {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("recipes");
+    let dir = crate::common::repo_root().join("recipes");
     let mut n = 0;
     for e in std::fs::read_dir(&dir).unwrap() {
         let p = e.unwrap().path();

@@ -123,9 +123,7 @@ use lpaf::model::weights::load_model_dir;
 use crate::common::rel_err;
 
 fn fixture(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures")
-        .join(name)
+    crate::common::fixture(name)
 }
 
 fn ints(r: &BTreeMap<String, HostTensor>, name: &str) -> Vec<i64> {
@@ -303,6 +301,14 @@ fn minilm_hidden_states_match_transformers() {
     // The sentence-transformers checkpoint has no classifier: created fresh, nothing else.
     assert_eq!(report.created, vec!["classifier".to_string()]);
     let batch = reference_batch(&r, Labels::None);
+    // The reference comes from the F32 weights; an F16 copy (carried to a GPU
+    // machine) rounds the weights first.
+    let format = lpaf::model::io::stored_float_format(&dir.join("model.safetensors")).unwrap();
+    let tol = if format == Some(lpaf::model::io::FloatFormat::F32) {
+        1e-4
+    } else {
+        5e-3
+    };
     m.forward(&be, &StepCtx::eval(Precision::F32), &batch)
         .unwrap();
     for (i, h) in m.hidden_states().unwrap().iter().enumerate() {
@@ -310,6 +316,9 @@ fn minilm_hidden_states_match_transformers() {
             &be.to_f32(h).unwrap(),
             floats(&r, &format!("hidden_states.{i}")),
         );
-        assert!(e < 1e-4, "MiniLM hidden_states.{i} rel err {e}");
+        assert!(
+            e < tol,
+            "MiniLM hidden_states.{i} rel err {e} (weights {format:?})"
+        );
     }
 }

@@ -75,7 +75,7 @@ fn config(out: &Path, stop_after: u64) -> TrainConfig {
     }
 }
 
-fn model(be: &CpuBackend) -> Bert {
+fn model(be: &dyn Backend) -> Bert {
     Bert::random(
         be,
         BertConfig::tiny(16, 16, 2, 2, 32),
@@ -85,7 +85,7 @@ fn model(be: &CpuBackend) -> Bert {
     .unwrap()
 }
 
-fn params(be: &CpuBackend, m: &mut Bert) -> Vec<(String, Vec<f32>)> {
+fn params(be: &dyn Backend, m: &mut Bert) -> Vec<(String, Vec<f32>)> {
     let mut v = Vec::new();
     m.visit_params(&mut |p| {
         v.push((p.name.clone(), be.to_f32(&p.value)?));
@@ -96,7 +96,7 @@ fn params(be: &CpuBackend, m: &mut Bert) -> Vec<(String, Vec<f32>)> {
 }
 
 fn run(
-    be: &CpuBackend,
+    be: &dyn Backend,
     m: &mut Bert,
     out: &Path,
     stop_after: u64,
@@ -126,21 +126,34 @@ fn run(
 
 #[test]
 fn resumed_run_is_bit_identical() {
-    let be = CpuBackend::new();
+    resume_check(&CpuBackend::new());
+}
+
+#[test]
+fn gpu_resumed_run_is_bit_identical() {
+    // Same seed and inputs on the same GPU: bit-identical (no atomics in
+    // reductions that feed training state), interrupted or not.
+    let Some(be) = lpaf::device::gpu_for_test("gpu_resumed_run_is_bit_identical") else {
+        return;
+    };
+    resume_check(be.as_ref());
+}
+
+fn resume_check(be: &dyn Backend) {
     let a = tempfile::tempdir().unwrap();
     let b = tempfile::tempdir().unwrap();
-    let mut full = model(&be);
-    let s = run(&be, &mut full, a.path(), 0, false);
+    let mut full = model(be);
+    let s = run(be, &mut full, a.path(), 0, false);
     assert_eq!(s.steps, 8);
     // Interrupted after 3 steps, then resumed (dropout on: masks depend on the step).
-    let mut part = model(&be);
-    let s1 = run(&be, &mut part, b.path(), 3, false);
+    let mut part = model(be);
+    let s1 = run(be, &mut part, b.path(), 3, false);
     assert_eq!(s1.steps, 3);
-    let mut resumed = model(&be);
-    let s2 = run(&be, &mut resumed, b.path(), 0, true);
+    let mut resumed = model(be);
+    let s2 = run(be, &mut resumed, b.path(), 0, true);
     assert_eq!(s2.steps, 8);
-    let pa = params(&be, &mut full);
-    let pb = params(&be, &mut resumed);
+    let pa = params(be, &mut full);
+    let pb = params(be, &mut resumed);
     assert_eq!(pa.len(), pb.len());
     for ((na, va), (nb, vb)) in pa.iter().zip(&pb) {
         assert_eq!(na, nb);
