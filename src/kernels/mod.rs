@@ -17,6 +17,11 @@ pub fn require_kernels(nvcc_version: Option<&str>) -> crate::Result<()> {
     }
 }
 
+/// Why the CUDA backend cannot run, when the kernels were not compiled.
+pub const NVCC_MISSING: &str = "this lpaf binary was built without nvcc, so it contains no CUDA \
+kernels; install the pinned CUDA 13.0 nvcc with scripts/install-nvcc.sh and rebuild \
+(or set NVCC / CUDA_HOME)";
+
 #[cfg(test)]
 mod tests {
     #[test]
@@ -29,8 +34,3 @@ mod tests {
         assert!(super::require_kernels(Some("release 13.0")).is_ok());
     }
 }
-
-/// Why the CUDA backend cannot run, when the kernels were not compiled.
-pub const NVCC_MISSING: &str = "this lpaf binary was built without nvcc, so it contains no CUDA \
-kernels; install the pinned CUDA 13.0 nvcc with scripts/install-nvcc.sh and rebuild \
-(or set NVCC / CUDA_HOME)";

@@ -294,8 +294,7 @@ fn losparse_global_threshold_matches_a_sort() {
     };
     install_losparse(&be, &mut m, &s, 1).unwrap();
     // Random Ī, then one pruning at 30 %.
-    let mut seed = 10;
-    for l in losparse_layers(&mut m) {
+    for (seed, l) in (10u64..).zip(losparse_layers(&mut m)) {
         let n = l.ibar.numel();
         l.ibar = be
             .from_f32(
@@ -306,7 +305,6 @@ fn losparse_global_threshold_matches_a_sort() {
                 l.ibar.shape(),
             )
             .unwrap();
-        seed += 1;
     }
     let mut expected_rows: Vec<(f32, usize, usize, usize)> = Vec::new(); // (row mean, layer, row, cols)
     for (li, l) in losparse_layers(&mut m).iter().enumerate() {

@@ -114,7 +114,7 @@ fn gradient_check(ctx: StepCtx) {
 // ---- parity with transformers (fixtures made by scripts/make_fixtures.py) ----
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use lpaf::model::bert::DenseFactory;
 use lpaf::model::io::{read_safetensors, HostTensor};
