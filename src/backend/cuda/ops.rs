@@ -734,7 +734,9 @@ impl Backend for CudaBackend {
         };
         let pc = self.ptr_mut("gemm", "c", c, DType::F32)?;
         // cuBLAS runs in the calling thread's current context.
-        self.ctx.bind_to_thread().map_err(|e| Error::cuda("cuCtxSetCurrent", e))?;
+        self.ctx
+            .bind_to_thread()
+            .map_err(|e| Error::cuda("cuCtxSetCurrent", e))?;
         let alpha = g.alpha;
         let beta = g.beta;
         // SAFETY: validate() checked every matrix of the batch lies inside its
