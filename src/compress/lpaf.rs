@@ -56,6 +56,9 @@ pub fn factorize_pruned(
     let mut names = Vec::new();
     let mut shapes = Vec::new();
     let mut host = Vec::new();
+    // The masked weights W_s and masks, on the backend, for the batched solver.
+    let mut ws: Vec<Tensor> = Vec::new();
+    let mut masks: Vec<Tensor> = Vec::new();
     for (li, layer) in model.layers.iter().enumerate() {
         for (slot, l) in layer.linears.iter().enumerate() {
             let m = l.as_any().downcast_ref::<MaskedLinear>().ok_or_else(|| {
@@ -68,6 +71,8 @@ pub fn factorize_pruned(
             let mut w = be.empty(m.weight.value.shape(), crate::backend::DType::F32)?;
             be.mul_mask(&m.weight.value, &m.mask, &mut w)?;
             host.push(be.to_f32(&w)?);
+            ws.push(w);
+            masks.push(be.clone_tensor(&m.mask)?);
             shapes.push((m.out_features_(), m.in_features_()));
             names.push(linear_prefix(li, slot));
         }
@@ -81,21 +86,6 @@ pub fn factorize_pruned(
         .collect();
     let svals = singular_values_many(&mats)?;
     let ranks = allocate(s.allocation, &svals, &shapes, budget)?;
-    // The masked weights and masks, on the backend, for the batched solver.
-    let mut ws: Vec<Tensor> = Vec::new();
-    let mut masks: Vec<Tensor> = Vec::new();
-    for layer in model.layers.iter() {
-        for l in layer.linears.iter() {
-            let m = l
-                .as_any()
-                .downcast_ref::<MaskedLinear>()
-                .expect("checked above");
-            let mut w = be.empty(m.weight.value.shape(), crate::backend::DType::F32)?;
-            be.mul_mask(&m.weight.value, &m.mask, &mut w)?;
-            ws.push(w);
-            masks.push(be.clone_tensor(&m.mask)?);
-        }
-    }
     let problems: Vec<WeightedSvdProblem<'_>> = (0..ws.len())
         .map(|i| WeightedSvdProblem {
             w: &ws[i],
