@@ -37,6 +37,9 @@ fn main() {
         println!("cargo:rerun-if-env-changed={var}");
     }
     println!("cargo:rerun-if-changed={}", kernel_dir.display());
+    println!("cargo:rerun-if-changed={}", root.join("emulator").display());
+    println!("cargo:rerun-if-env-changed=LPAF_NO_EMULATOR");
+    println!("cargo:rerun-if-env-changed=CXX");
 
     let mut sources: Vec<PathBuf> = Vec::new();
     if let Ok(entries) = std::fs::read_dir(&kernel_dir) {
@@ -116,10 +119,29 @@ fn main() {
                 );
             }
             generated.push_str("];\n");
+            let fatbins: Vec<(PathBuf, PathBuf)> = entries_for_emulator(&sources, &out_dir);
+            emulator::build(&root, &out_dir, &fatbins, &mut generated);
         }
+    }
+    if !generated.contains("EMULATOR_DIRS") {
+        generated.push_str("pub const EMULATOR_DIRS: Option<(&str, &str)> = None;\n");
     }
     std::fs::write(out_dir.join("fatbins.rs"), generated).expect("writing fatbins.rs");
 }
+
+/// The (kernel source, fatbin) pairs just built.
+fn entries_for_emulator(sources: &[PathBuf], out_dir: &Path) -> Vec<(PathBuf, PathBuf)> {
+    sources
+        .iter()
+        .map(|src| {
+            let stem = src.file_stem().unwrap().to_str().unwrap();
+            (src.clone(), out_dir.join(format!("{stem}.fatbin")))
+        })
+        .collect()
+}
+
+#[path = "emulator/build_emulator.rs"]
+mod emulator;
 
 fn compile(nvcc: &Path, include: &Path, src: &Path, out: &Path) -> Result<(), String> {
     let mut cmd = Command::new(nvcc);

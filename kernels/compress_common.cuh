@@ -5,6 +5,14 @@
 
 #define CC_FULL_MASK 0xffffffffu
 
+// Dynamic shared memory (the launch's sharedMemBytes). The emulated device
+// (emulator/cuda_emu.h) hands out a per-launch buffer instead.
+#ifdef LPAF_EMULATED
+#define DYNAMIC_SHARED(T, name) T* name = reinterpret_cast<T*>(emu_dynamic_shared())
+#else
+#define DYNAMIC_SHARED(T, name) extern __shared__ T name[]
+#endif
+
 // Order-preserving key of a score: unsigned order == f32::total_cmp order
 // (on |x| when abs). Must equal lpaf::backend::topk_key bit for bit.
 __device__ __forceinline__ uint32_t cc_topk_key(float x, int abs_) {

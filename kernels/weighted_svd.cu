@@ -16,7 +16,7 @@
 // The host runs the same algorithm in f64 when r·r floats exceed 48 KB.
 extern "C" __global__ void svd_chol_inv(const float* __restrict__ G, float* __restrict__ Rinv, float* __restrict__ R,
                                         int r, int shift) {
-    extern __shared__ float A[];
+    DYNAMIC_SHARED(float, A);
     __shared__ float s_tol;
     const size_t off = (size_t)blockIdx.x * r * r;
     const int nt = blockDim.x, tid = threadIdx.x;

@@ -2,6 +2,8 @@
 //! libcuda is missing, so the driver library's presence is checked first and
 //! every later failure becomes an [`Error`] naming what failed.
 
+pub mod emulator;
+
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
@@ -46,6 +48,7 @@ pub struct CudaInfo {
 /// Checks that the CUDA driver library loads, initialises and sees a device.
 /// Never panics.
 pub fn probe_cuda() -> Result<CudaInfo> {
+    emulator::ensure_loaded()?;
     // SAFETY: only tries to dlopen the driver library.
     let present = unsafe { cudarc::driver::sys::is_culib_present() };
     if !present {

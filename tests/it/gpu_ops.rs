@@ -81,13 +81,14 @@ fn rand_pos(seed: u64, n: usize, lo: f32, hi: f32) -> Vec<f32> {
 }
 
 /// Token ids the way a padded BERT batch has them: many padding zeros, one
-/// [CLS] (101) per sequence, the rest spread over the vocabulary.
+/// [CLS] (101, or 101 mod a small vocabulary) per sequence, the rest
+/// spread over the vocabulary.
 fn bert_ids(seed: u64, n: usize, vocab: usize) -> Vec<i32> {
     let u = rand_pos(seed, n, 0.0, 1.0);
     (0..n)
         .map(|i| {
             if i % SEQ == 0 {
-                101
+                (101 % vocab) as i32
             } else if u[i] < 0.35 {
                 0
             } else {
