@@ -24,6 +24,7 @@
 #include <vector>
 
 #if defined(__SANITIZE_ADDRESS__)
+#include <sanitizer/asan_interface.h>
 #include <sanitizer/common_interface_defs.h>
 #define EMU_ASAN 1
 #endif
@@ -393,7 +394,16 @@ std::string emu_run_grid(const EmuKernel* kernel, void** params, dim3 grid, dim3
                         Fiber& f = g.fibers[t];
                         if (f.state != RUNNABLE) continue;
                         resume(g, f, g_stacks.stack(t));
-                        if (f.state == DONE) ++done;
+                        if (f.state == DONE) {
+                            ++done;
+#if defined(EMU_ASAN) && defined(__x86_64__)
+                            // The frames a finished fiber left on its stack
+                            // never returned: clear their redzones before
+                            // the stack is reused.
+                            char* top = g_stacks.stack(t) + kStackBytes;
+                            __asan_unpoison_memory_region(f.sp, (size_t)(top - static_cast<char*>(f.sp)));
+#endif
+                        }
                     }
                     if (done == n) break;
                     const int r = release_warps(g);
@@ -439,6 +449,12 @@ std::string emu_run_grid(const EmuKernel* kernel, void** params, dim3 grid, dim3
                     break;
                 }
             }
+#if defined(EMU_ASAN)
+    // A stopped grid leaves suspended frames behind: clear every stack used.
+    if (!g.error.empty())
+        for (unsigned t = 0; t < n; ++t)
+            __asan_unpoison_memory_region(g_stacks.stack(t) + g_stacks.page, kStackBytes - g_stacks.page);
+#endif
     g_grid = saved;
     return g.error;
 }

@@ -52,6 +52,46 @@ pub struct TrainBenchRow {
     pub ceiling_tflops: f64,
     /// Step time relative to the dense step at the same precision.
     pub vs_dense: Option<f64>,
+    /// True on the emulated CUDA device: the times are the host's, not a GPU's.
+    pub emulated: bool,
+    /// Per-step device counters (the emulated device counts everything).
+    #[serde(flatten)]
+    pub counters: Option<StepCounters>,
+}
+
+/// What one training step asks of the device, averaged over the measured
+/// steps (after warm-up: a step's allocations, syncs and copies in steady
+/// state). Peak memory is over those steps.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct StepCounters {
+    pub launches_per_step: f64,
+    pub library_calls_per_step: f64,
+    pub syncs_per_step: f64,
+    pub allocs_per_step: f64,
+    pub frees_per_step: f64,
+    pub memsets_per_step: f64,
+    pub h2d_bytes_per_step: f64,
+    pub d2h_bytes_per_step: f64,
+    pub d2d_bytes_per_step: f64,
+    pub peak_device_bytes: u64,
+}
+
+impl StepCounters {
+    fn per_step(d: &crate::device::emulator::EmuCounters, steps: usize) -> StepCounters {
+        let n = steps.max(1) as f64;
+        StepCounters {
+            launches_per_step: d.kernel_launches as f64 / n,
+            library_calls_per_step: d.library_calls as f64 / n,
+            syncs_per_step: d.host_syncs as f64 / n,
+            allocs_per_step: d.allocs as f64 / n,
+            frees_per_step: d.frees as f64 / n,
+            memsets_per_step: d.memsets as f64 / n,
+            h2d_bytes_per_step: d.h2d_bytes as f64 / n,
+            d2h_bytes_per_step: d.d2h_bytes as f64 / n,
+            d2d_bytes_per_step: d.d2d_bytes as f64 / n,
+            peak_device_bytes: d.peak_device_bytes,
+        }
+    }
 }
 
 pub const METHODS: [&str; 5] = ["dense", "movement", "magnitude", "losparse", "factorized"];
@@ -229,9 +269,18 @@ pub fn run(
     };
     let mut rows: Vec<TrainBenchRow> = Vec::new();
     let batch = synthetic_batch(&o.config, o.batch, o.seq);
+    // On the emulated device a step's counters are the measurement; its
+    // times are the host's and the GEMM "ceiling" would take minutes.
+    let emulated = crate::device::emulator::active();
     for &p in &o.precisions {
-        let ceiling = gemm_ceiling(be, p, gemm_n, 5)?;
-        progress(&format!("{p:?} GEMM {gemm_n}³: {ceiling:.1} TFLOP/s"));
+        let ceiling = if emulated {
+            f64::NAN
+        } else {
+            gemm_ceiling(be, p, gemm_n, 5)?
+        };
+        if !emulated {
+            progress(&format!("{p:?} GEMM {gemm_n}³: {ceiling:.1} TFLOP/s"));
+        }
         for method in &o.methods {
             let (mut m, mut hooks) = build(be, &o.config, method)?;
             let mut step = 0u64;
@@ -240,6 +289,8 @@ pub fn run(
                 step += 1;
             }
             be.synchronize()?;
+            crate::device::emulator::reset_peak();
+            let before = crate::device::emulator::counters();
             let mut times = Vec::new();
             for _ in 0..o.repeats.max(1) {
                 let t = Instant::now();
@@ -248,6 +299,15 @@ pub fn run(
                 times.push(t.elapsed().as_secs_f64());
                 step += 1;
             }
+            // The measured steps' own counts (less the synchronize after each).
+            let counters = match (before, crate::device::emulator::counters()) {
+                (Some(b), Some(a)) => {
+                    let mut d = a.since(&b);
+                    d.host_syncs -= times.len() as u64;
+                    Some(StepCounters::per_step(&d, times.len()))
+                }
+                _ => None,
+            };
             let mut ftimes = Vec::new();
             let ctx = StepCtx::eval(p);
             for _ in 0..o.repeats.max(1) {
@@ -273,19 +333,35 @@ pub fn run(
                 mfu: flops / step_s / 1e12 / ceiling,
                 ceiling_tflops: ceiling,
                 vs_dense: dense.map(|d| step_s * 1e3 / d),
+                emulated,
+                counters,
             };
-            progress(&format!(
-                "{} {}: {:.2} ms/step",
-                row.method, row.precision, row.step_ms
-            ));
+            match &row.counters {
+                Some(c) => progress(&format!(
+                    "{} {}: {:.0} launches, {:.0} library calls, {:.0} host syncs, {:.0} allocations per step",
+                    row.method,
+                    row.precision,
+                    c.launches_per_step,
+                    c.library_calls_per_step,
+                    c.syncs_per_step,
+                    c.allocs_per_step
+                )),
+                None => progress(&format!(
+                    "{} {}: {:.2} ms/step",
+                    row.method, row.precision, row.step_ms
+                )),
+            }
             rows.push(row);
         }
     }
     Ok(rows)
 }
 
-/// The rows as a markdown table.
+/// The rows as a markdown table (the counters' table on the emulated device).
 pub fn table(rows: &[TrainBenchRow]) -> String {
+    if rows.iter().any(|r| r.emulated) {
+        return counters_table(rows);
+    }
     let mut s = String::from("| model | method | precision | step ms | forward ms | samples/s | TFLOP/s | MFU | vs dense |\n|---|---|---|---|---|---|---|---|---|\n");
     for r in rows {
         s.push_str(&format!(
@@ -302,6 +378,42 @@ pub fn table(rows: &[TrainBenchRow]) -> String {
             r.vs_dense
                 .map(|v| format!("{v:.2}×"))
                 .unwrap_or_else(|| "–".into())
+        ));
+    }
+    s
+}
+
+fn mib(b: f64) -> String {
+    if b >= 1024.0 * 1024.0 {
+        format!("{:.1} MiB", b / (1024.0 * 1024.0))
+    } else {
+        format!("{:.1} KiB", b / 1024.0)
+    }
+}
+
+/// Per-step device counters, one row per method and precision (no times:
+/// on the emulated device they would be the host's).
+pub fn counters_table(rows: &[TrainBenchRow]) -> String {
+    let mut s = String::from(
+        "| model | method | precision | launches | library calls | host syncs | allocations | frees | memsets | H→D | D→H | D→D | peak device memory |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|\n",
+    );
+    for r in rows {
+        let Some(c) = &r.counters else { continue };
+        s.push_str(&format!(
+            "| {} | {} | {} | {:.0} | {:.0} | {:.0} | {:.0} | {:.0} | {:.0} | {} | {} | {} | {} |\n",
+            r.model,
+            r.method,
+            r.precision,
+            c.launches_per_step,
+            c.library_calls_per_step,
+            c.syncs_per_step,
+            c.allocs_per_step,
+            c.frees_per_step,
+            c.memsets_per_step,
+            mib(c.h2d_bytes_per_step),
+            mib(c.d2h_bytes_per_step),
+            mib(c.d2d_bytes_per_step),
+            mib(c.peak_device_bytes as f64),
         ));
     }
     s

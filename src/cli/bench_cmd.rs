@@ -28,8 +28,11 @@ pub fn minilm_config() -> BertConfig {
 fn bench_train(a: BenchArgs, choice: DeviceChoice) -> Result<()> {
     let be = backend(choice, false)?;
     let gpu = be.kind() == DeviceKind::Cuda;
+    let emulated = crate::device::emulator::active();
     let size = if a.size == "auto" {
-        if gpu {
+        if emulated {
+            "base-structure".to_string()
+        } else if gpu {
             "base".to_string()
         } else {
             "minilm".to_string()
@@ -40,15 +43,28 @@ fn bench_train(a: BenchArgs, choice: DeviceChoice) -> Result<()> {
     let mut config = match size.as_str() {
         "base" => BertConfig::base(),
         "minilm" => minilm_config(),
+        // BERT-base's structure (12 layers, 12 heads, the vocabulary) at a
+        // quarter of its width: the same launches, syncs and allocations per
+        // step (they follow the structure), at a cost the emulator can run.
+        "base-structure" => BertConfig::tiny(30522, 192, 12, 12, 768),
         other => {
             return Err(Error::msg(format!(
-                "--size {other}: expected base or minilm"
+                "--size {other}: expected base, base-structure or minilm"
             )))
         }
     };
+    if emulated {
+        eprintln!(
+            "note: emulated CUDA device: per-step counters, no times; model {size} \
+             (base-structure = 12 layers, 12 heads, hidden 192, intermediate 768)"
+        );
+    }
     config.max_position_embeddings = config.max_position_embeddings.max(a.seq);
     let precisions: Vec<Precision> = if a.precisions.is_empty() {
-        if gpu {
+        if emulated {
+            // TF32 has fp32's structure: the same counts.
+            vec![Precision::F32, Precision::Bf16]
+        } else if gpu {
             vec![Precision::F32, Precision::Tf32, Precision::Bf16]
         } else {
             vec![Precision::F32]
@@ -64,7 +80,9 @@ fn bench_train(a: BenchArgs, choice: DeviceChoice) -> Result<()> {
     } else {
         a.methods.clone()
     };
-    let (batch, seq) = if gpu || a.size != "auto" {
+    let (batch, seq) = if emulated && a.size == "auto" {
+        (a.batch.min(8), a.seq)
+    } else if gpu || a.size != "auto" {
         (a.batch, a.seq)
     } else {
         (a.batch.min(8), a.seq.min(64))
@@ -76,8 +94,20 @@ fn bench_train(a: BenchArgs, choice: DeviceChoice) -> Result<()> {
         seq,
         precisions,
         methods,
-        warmup: if gpu { 3 } else { 1 },
-        repeats: if gpu { a.repeats } else { a.repeats.min(3) },
+        warmup: if emulated {
+            2
+        } else if gpu {
+            3
+        } else {
+            1
+        },
+        repeats: if emulated {
+            1
+        } else if gpu {
+            a.repeats
+        } else {
+            a.repeats.min(3)
+        },
     };
     let rows = train::run(be.as_ref(), &o, &mut |m| eprintln!("{m}"))?;
     print!("{}", train::table(&rows));

@@ -163,3 +163,16 @@ pub fn counters() -> Option<EmuCounters> {
         Some(c)
     }
 }
+
+/// Restarts the emulated device's peak-memory gauge at what is allocated now.
+pub fn reset_peak() {
+    let Some(Ok(l)) = LOADED.get() else {
+        return;
+    };
+    // SAFETY: the emulator's `void lpaf_emu_reset_peak(void)`.
+    unsafe {
+        if let Ok(f) = l.cuda.get::<unsafe extern "C" fn()>(b"lpaf_emu_reset_peak\0") {
+            f();
+        }
+    }
+}

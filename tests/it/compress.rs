@@ -47,7 +47,7 @@ const NEUTRAL: [&str; 8] = [
 ];
 
 /// A small two-class CSV task over the fixture vocabulary.
-fn write_task(dir: &Path) {
+pub(crate) fn write_task(dir: &Path) {
     let rows = |n: usize, seed: usize| {
         let mut s = String::from("sentence,label\n");
         for i in 0..n {
@@ -70,7 +70,7 @@ fn write_task(dir: &Path) {
 }
 
 /// A recipe for `method` on the fixture model and the CSV task, with overrides.
-fn recipe(method: &str, dir: &Path, out: &str, sets: &[(&str, &str)]) -> Recipe {
+pub(crate) fn recipe(method: &str, dir: &Path, out: &str, sets: &[(&str, &str)]) -> Recipe {
     let mut t = ConfigTable::empty();
     // The fixture serves as pre-trained start and, for SVD, as "fine-tuned" model.
     let model = fixture("tiny-bert-cls");
@@ -423,7 +423,7 @@ fn sparsity_aware_svd_beats_plain_svd_on_kept_entries() {
     );
 }
 
-fn final_tensors(dir: &Path) -> BTreeMap<String, HostTensor> {
+pub(crate) fn final_tensors(dir: &Path) -> BTreeMap<String, HostTensor> {
     read_safetensors(&dir.join("compressed/model.safetensors")).unwrap()
 }
 

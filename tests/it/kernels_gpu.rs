@@ -557,3 +557,48 @@ fn gpu_lowrank_sparse_matches_cpu() {
         }
     }
 }
+
+/// The L1 term of soft movement on its own (`dscores` starts at zero, so the
+/// term is the whole result, not 1/400 of it), against an f64 evaluation of
+/// `coef·σ(x)·(1−σ(x))`. One body for every device.
+fn sigmoid_l1_term_alone(be: &dyn Backend) {
+    let n = 3072 * 768 + 5;
+    let x = rand_vec(17, n, 8.0);
+    let coef = 3.7e-4f32;
+    let mut mask = be.from_u8(&vec![7; n], &[n]).unwrap();
+    let mut ds = be.zeros(&[n], DType::F32).unwrap();
+    be.sigmoid_mask(&up(be, &x, &[n]), 0.3, &mut mask, Some(&mut ds), coef)
+        .unwrap();
+    let want: Vec<f32> = x
+        .iter()
+        .map(|&v| {
+            let s = 1.0 / (1.0 + (-(v as f64)).exp());
+            (coef as f64 * s * (1.0 - s)) as f32
+        })
+        .collect();
+    let got = host(be, &ds);
+    let e = rel_err(&got, &want);
+    assert!(e < 2e-6, "soft-movement L1 gradient rel err {e}");
+    // Element by element too: a wrong value in a few entries must not hide in
+    // the norm. f32's 1 − σ(x) is exact to 2⁻²⁴ absolute, hence coef·2.5e-7.
+    for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+        assert!(
+            (g - w).abs() <= 1e-5 * w.abs() + 2.5e-7 * coef,
+            "entry {i}: {g} vs {w} (x = {})",
+            x[i]
+        );
+    }
+}
+
+#[test]
+fn cpu_sigmoid_mask_l1_term_alone() {
+    sigmoid_l1_term_alone(&cpu());
+}
+
+#[test]
+fn gpu_sigmoid_mask_l1_term_alone() {
+    let Some(gpu) = lpaf::device::gpu_for_test("gpu_sigmoid_mask_l1_term_alone") else {
+        return;
+    };
+    sigmoid_l1_term_alone(&*gpu);
+}

@@ -733,6 +733,17 @@ impl Backend for CudaBackend {
             }
         };
         let pc = self.ptr_mut("gemm", "c", c, DType::F32)?;
+        // With k = 0 nothing of A or B is read (C = beta·C), but their packed
+        // leading dimension can be 0, which cuBLAS rejects (ld < max(1, rows)):
+        // pass the smallest value it accepts instead.
+        let (lda, ldb) = if g.k == 0 {
+            (
+                g.lda.max(if g.trans_a { g.m } else { 1 }).max(1),
+                g.ldb.max(if g.trans_b { 1 } else { g.n }).max(1),
+            )
+        } else {
+            (g.lda, g.ldb)
+        };
         // cuBLAS runs in the calling thread's current context.
         self.ctx
             .bind_to_thread()
@@ -752,11 +763,11 @@ impl Backend for CudaBackend {
                 &alpha as *const f32 as *const _,
                 (pb + g.offset_b as u64 * elem) as *const _,
                 in_type,
-                g.ldb as i32,
+                ldb as i32,
                 g.stride_b as i64,
                 (pa + g.offset_a as u64 * elem) as *const _,
                 in_type,
-                g.lda as i32,
+                lda as i32,
                 g.stride_a as i64,
                 &beta as *const f32 as *const _,
                 (pc + g.offset_c as u64 * 4) as *mut _,
