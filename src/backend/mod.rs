@@ -715,6 +715,18 @@ pub struct WeightedSvdResult {
     pub objective: Vec<f64>,
 }
 
+/// What the engine itself counts of its device work (the CUDA backend):
+/// kernel launches, library (cuBLAS) calls, host synchronisations and device
+/// allocations, cumulative. The emulated GPU counts more (bytes copied, peak
+/// memory) from below: `crate::device::emulator::counters`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct EngineCounters {
+    pub launches: u64,
+    pub library_calls: u64,
+    pub syncs: u64,
+    pub allocs: u64,
+}
+
 /// Everything a backend computes. Every method checks shapes and dtypes and
 /// returns an [`Error`] naming the operation; none panics on bad input.
 #[allow(clippy::wrong_self_convention)]
@@ -722,6 +734,10 @@ pub trait Backend: Send + Sync {
     fn kind(&self) -> DeviceKind;
     /// A human-readable device name ("cpu (2 threads)", "NVIDIA H100 80GB HBM3").
     fn name(&self) -> String;
+    /// The engine's own counts of device work (None: the backend counts nothing).
+    fn engine_counters(&self) -> Option<EngineCounters> {
+        None
+    }
 
     // ---- memory -------------------------------------------------------------
     fn zeros(&self, shape: &[usize], dtype: DType) -> Result<Tensor>;

@@ -1,5 +1,6 @@
 //! `lpaf bench train`: the time of one training step (forward, loss,
-//! backward, optimizer, and the method's own per-step work) of a randomly
+//! backward, gradient-norm clipping, optimizer, and the method's own per-step
+//! work, as the trainer runs them) of a randomly
 //! initialised BERT at batch 32 × sequence 128, for each precision and
 //! compression method, with the model-FLOPs utilisation against the bf16 /
 //! fp32 GEMM rate measured in the same run.
@@ -22,7 +23,7 @@ use crate::compress::prune::{install_masked, PruneHooks, PruneKind, PruneScope, 
 use crate::data::{Batch, Labels, TaskKind};
 use crate::error::{Error, Result};
 use crate::model::{Bert, BertConfig, StepCtx};
-use crate::train::optimizer::{adamw_param, step_params, AdamWConfig};
+use crate::train::optimizer::{adamw_param, clip_factor, step_params, AdamWConfig};
 use crate::train::schedule::CubicSchedule;
 use crate::train::trainer::{task_loss, NoHooks, TrainHooks};
 
@@ -64,6 +65,10 @@ pub struct TrainBenchRow {
 /// state). Peak memory is over those steps.
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct StepCounters {
+    /// "emulator" (everything, from below the driver API) or "engine"
+    /// (what lpaf counts itself on a real GPU: launches, library calls,
+    /// syncs, allocations; the byte fields are then null).
+    pub counted_by: &'static str,
     pub launches_per_step: f64,
     pub library_calls_per_step: f64,
     pub syncs_per_step: f64,
@@ -80,6 +85,7 @@ impl StepCounters {
     fn per_step(d: &crate::device::emulator::EmuCounters, steps: usize) -> StepCounters {
         let n = steps.max(1) as f64;
         StepCounters {
+            counted_by: "emulator",
             launches_per_step: d.kernel_launches as f64 / n,
             library_calls_per_step: d.library_calls as f64 / n,
             syncs_per_step: d.host_syncs as f64 / n,
@@ -90,6 +96,28 @@ impl StepCounters {
             d2h_bytes_per_step: d.d2h_bytes as f64 / n,
             d2d_bytes_per_step: d.d2d_bytes as f64 / n,
             peak_device_bytes: d.peak_device_bytes,
+        }
+    }
+
+    fn from_engine(
+        a: &crate::backend::EngineCounters,
+        b: &crate::backend::EngineCounters,
+        steps: usize,
+    ) -> StepCounters {
+        let n = steps.max(1) as f64;
+        StepCounters {
+            counted_by: "engine",
+            launches_per_step: (a.launches - b.launches) as f64 / n,
+            library_calls_per_step: (a.library_calls - b.library_calls) as f64 / n,
+            // Less the synchronize after each timed step.
+            syncs_per_step: (a.syncs - b.syncs) as f64 / n - 1.0,
+            allocs_per_step: (a.allocs - b.allocs) as f64 / n,
+            frees_per_step: f64::NAN,
+            memsets_per_step: f64::NAN,
+            h2d_bytes_per_step: f64::NAN,
+            d2h_bytes_per_step: f64::NAN,
+            d2d_bytes_per_step: f64::NAN,
+            peak_device_bytes: 0,
         }
     }
 }
@@ -246,8 +274,17 @@ fn one_step(
     let lg = task_loss(m, batch, &z, 1.0)?;
     let d = be.from_f32(&lg.dlogits, logits.shape())?;
     m.backward(be, &d, None)?;
+    // Clipping as the trainer does it: the global gradient norm first.
     let cfg = AdamWConfig::default();
-    let hp_for = |prm: &crate::model::Param| step_params(&cfg, prm, step + 1, 1e-5, 1e-2, 1.0);
+    let mut sq = 0.0f64;
+    m.visit_params(&mut |prm| {
+        if !prm.frozen {
+            sq += be.sum_squares(&prm.grad)?;
+        }
+        Ok(())
+    })?;
+    let factor = clip_factor(sq.sqrt(), cfg.max_grad_norm);
+    let hp_for = |prm: &crate::model::Param| step_params(&cfg, prm, step + 1, 1e-5, 1e-2, factor);
     if !hooks.custom_update(be, m, &hp_for)? {
         m.visit_params(&mut |prm| adamw_param(be, prm, &hp_for(prm)))?;
     }
@@ -291,6 +328,7 @@ pub fn run(
             be.synchronize()?;
             crate::device::emulator::reset_peak();
             let before = crate::device::emulator::counters();
+            let before_engine = be.engine_counters();
             let mut times = Vec::new();
             for _ in 0..o.repeats.max(1) {
                 let t = Instant::now();
@@ -306,7 +344,10 @@ pub fn run(
                     d.host_syncs -= times.len() as u64;
                     Some(StepCounters::per_step(&d, times.len()))
                 }
-                _ => None,
+                _ => match (before_engine, be.engine_counters()) {
+                    (Some(b), Some(a)) => Some(StepCounters::from_engine(&a, &b, times.len())),
+                    _ => None,
+                },
             };
             let mut ftimes = Vec::new();
             let ctx = StepCtx::eval(p);
@@ -336,7 +377,7 @@ pub fn run(
                 emulated,
                 counters,
             };
-            match &row.counters {
+            match row.counters.as_ref().filter(|_| emulated) {
                 Some(c) => progress(&format!(
                     "{} {}: {:.0} launches, {:.0} library calls, {:.0} host syncs, {:.0} allocations per step",
                     row.method,
@@ -362,6 +403,13 @@ pub fn table(rows: &[TrainBenchRow]) -> String {
     if rows.iter().any(|r| r.emulated) {
         return counters_table(rows);
     }
+    if rows.iter().any(|r| r.counters.is_some()) {
+        return format!("{}\n{}", times_table(rows), counters_table(rows));
+    }
+    times_table(rows)
+}
+
+fn times_table(rows: &[TrainBenchRow]) -> String {
     let mut s = String::from("| model | method | precision | step ms | forward ms | samples/s | TFLOP/s | MFU | vs dense |\n|---|---|---|---|---|---|---|---|---|\n");
     for r in rows {
         s.push_str(&format!(
@@ -383,8 +431,18 @@ pub fn table(rows: &[TrainBenchRow]) -> String {
     s
 }
 
+fn cnt(v: f64) -> String {
+    if v.is_nan() {
+        "–".to_string()
+    } else {
+        format!("{v:.0}")
+    }
+}
+
 fn mib(b: f64) -> String {
-    if b >= 1024.0 * 1024.0 {
+    if b.is_nan() {
+        "–".to_string()
+    } else if b >= 1024.0 * 1024.0 {
         format!("{:.1} MiB", b / (1024.0 * 1024.0))
     } else {
         format!("{:.1} KiB", b / 1024.0)
@@ -400,7 +458,7 @@ pub fn counters_table(rows: &[TrainBenchRow]) -> String {
     for r in rows {
         let Some(c) = &r.counters else { continue };
         s.push_str(&format!(
-            "| {} | {} | {} | {:.0} | {:.0} | {:.0} | {:.0} | {:.0} | {:.0} | {} | {} | {} | {} |\n",
+            "| {} | {} | {} | {:.0} | {:.0} | {:.0} | {:.0} | {} | {} | {} | {} | {} | {} |\n",
             r.model,
             r.method,
             r.precision,
@@ -408,12 +466,16 @@ pub fn counters_table(rows: &[TrainBenchRow]) -> String {
             c.library_calls_per_step,
             c.syncs_per_step,
             c.allocs_per_step,
-            c.frees_per_step,
-            c.memsets_per_step,
+            cnt(c.frees_per_step),
+            cnt(c.memsets_per_step),
             mib(c.h2d_bytes_per_step),
             mib(c.d2h_bytes_per_step),
             mib(c.d2d_bytes_per_step),
-            mib(c.peak_device_bytes as f64),
+            if c.peak_device_bytes == 0 {
+                "–".to_string()
+            } else {
+                mib(c.peak_device_bytes as f64)
+            },
         ));
     }
     s

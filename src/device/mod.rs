@@ -59,6 +59,7 @@ pub fn probe_cuda() -> Result<CudaInfo> {
         ));
     }
     cudarc::driver::result::init().map_err(|e| Error::cuda("cuInit", e))?;
+    check_driver_version()?;
     let count = cudarc::driver::result::device::get_count()
         .map_err(|e| Error::cuda("cuDeviceGetCount", e))?;
     if count <= 0 {
@@ -78,6 +79,42 @@ pub fn probe_cuda() -> Result<CudaInfo> {
             .map_err(|e| Error::cuda("cuDeviceTotalMem", e))?,
         device_count: count as usize,
     })
+}
+
+/// The CUDA version this build's kernels and cuBLAS need (nvcc 13.0 cubins,
+/// cuBLAS 13), in the driver's encoding (1000 · major + 10 · minor).
+pub const BUILD_CUDA_VERSION: i32 = 13000;
+
+/// A driver older than the build says so in words, instead of failing
+/// later with a loader or "unsupported PTX" error.
+fn check_driver_version() -> Result<()> {
+    let mut v = 0i32;
+    // SAFETY: writes one int; the driver library is loaded and initialised.
+    let r = unsafe { cudarc::driver::sys::cuDriverGetVersion(&mut v) };
+    if r != cudarc::driver::sys::CUresult::CUDA_SUCCESS {
+        return Err(Error::cuda("cuDriverGetVersion", format!("{r:?}")));
+    }
+    driver_version_ok(v)
+}
+
+/// `Ok` when a driver reporting CUDA version `v` can run this build.
+pub fn driver_version_ok(v: i32) -> Result<()> {
+    if v >= BUILD_CUDA_VERSION {
+        return Ok(());
+    }
+    let f = |x: i32| format!("{}.{}", x / 1000, (x % 1000) / 10);
+    Err(Error::cuda(
+        "driver check",
+        format!(
+            "the NVIDIA driver supports CUDA up to {}, but this lpaf build needs CUDA {} (its kernels \
+             are built with nvcc {} and it loads cuBLAS {}): install an R580 or newer driver; \
+             a CUDA 12 build of lpaf is not available yet",
+            f(v),
+            f(BUILD_CUDA_VERSION),
+            f(BUILD_CUDA_VERSION),
+            BUILD_CUDA_VERSION / 1000
+        ),
+    ))
 }
 
 /// True when a CUDA device is usable (driver, device and the embedded kernels).

@@ -253,3 +253,30 @@ fn info_reports_storage_and_numerical_ranks() {
         assert_eq!(r["density"].as_f64().unwrap(), 1.0);
     }
 }
+
+/// A driver older than the build is a clear error naming both CUDA versions
+/// (the emulated device poses as a CUDA 12.4 driver); with a new enough
+/// driver the same command runs on the device.
+#[test]
+fn gpu_old_driver_is_a_clear_error() {
+    if lpaf::device::gpu_for_test("gpu_old_driver_is_a_clear_error").is_none() {
+        return;
+    }
+    if !lpaf::device::emulator::active() {
+        eprintln!("gpu_old_driver_is_a_clear_error: needs the emulated GPU to pose as an old driver");
+        return;
+    }
+    let out = Command::new(env!("CARGO_BIN_EXE_lpaf"))
+        .args(["bench", "kernels", "--device", "cuda", "--scale", "0.001"])
+        .env("LPAF_EMU_DRIVER_VERSION", "12040")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("supports CUDA up to 12.4") && err.contains("needs CUDA 13.0") && err.contains("R580"),
+        "{err}"
+    );
+    assert!(lpaf::device::driver_version_ok(13000).is_ok());
+    assert!(lpaf::device::driver_version_ok(12080).is_err());
+}

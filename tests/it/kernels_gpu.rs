@@ -493,7 +493,7 @@ fn gpu_lowrank_sparse_matches_cpu() {
         for (prec, tol) in [
             (Precision::F32, 1e-5),
             (Precision::Tf32, 2e-3),
-            (Precision::Bf16, 1e-2),
+            (Precision::Bf16, 1e-5),
         ] {
             let mut res = Vec::new();
             for dev in [&be as &dyn Backend, &*gpu] {
@@ -551,7 +551,15 @@ fn gpu_lowrank_sparse_matches_cpu() {
                 .enumerate()
             {
                 let err = rel_err(&res[1][k], &res[0][k]);
-                let bound = if *name == "db" { 1e-5 } else { tol };
+                // bf16: dU and dV multiply by a product that was itself
+                // rounded to bf16, where an fp32 difference can flip a
+                // rounding (measured ~5e-5); every other output ~5e-7, so
+                // output rounding (~2e-3) fails either bound.
+                let bound = match (*name, prec) {
+                    ("db", _) => 1e-5,
+                    ("du" | "dv", Precision::Bf16) => 1e-4,
+                    _ => tol,
+                };
                 assert!(err < bound, "{out}x{inp} {prec:?}: {name} differs by {err}");
             }
         }

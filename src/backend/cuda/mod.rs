@@ -16,6 +16,7 @@ mod compress;
 mod ops;
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use cudarc::cublas::CudaBlas;
@@ -79,6 +80,30 @@ pub struct CudaBackend {
     functions: Mutex<HashMap<(&'static str, &'static str), CudaFunction>>,
     pub(crate) sm_count: u32,
     name: String,
+    pub(crate) counts: Counts,
+}
+
+/// [`EngineCounters`] as the backend updates them.
+#[derive(Default)]
+pub(crate) struct Counts {
+    pub launches: AtomicU64,
+    pub library_calls: AtomicU64,
+    pub syncs: AtomicU64,
+    pub allocs: AtomicU64,
+}
+
+impl Counts {
+    pub fn bump(c: &AtomicU64) {
+        c.fetch_add(1, Ordering::Relaxed);
+    }
+    pub fn snapshot(&self) -> EngineCounters {
+        EngineCounters {
+            launches: self.launches.load(Ordering::Relaxed),
+            library_calls: self.library_calls.load(Ordering::Relaxed),
+            syncs: self.syncs.load(Ordering::Relaxed),
+            allocs: self.allocs.load(Ordering::Relaxed),
+        }
+    }
 }
 
 impl std::fmt::Debug for CudaBackend {
@@ -139,6 +164,7 @@ impl CudaBackend {
             functions: Mutex::new(HashMap::new()),
             sm_count,
             name: info.name,
+            counts: Counts::default(),
         })
     }
 
@@ -177,6 +203,7 @@ impl CudaBackend {
             return Ok(());
         }
         let f = self.function(module, name)?;
+        Counts::bump(&self.counts.launches);
         let mut b = self.stream.launch_builder(&f);
         for a in args {
             match a {
@@ -196,6 +223,7 @@ impl CudaBackend {
     /// Allocates a device buffer of `n` elements (uninitialised).
     pub(crate) fn alloc_storage(&self, n: usize, dtype: DType) -> Result<CudaStorage> {
         let op = "cuMemAlloc";
+        Counts::bump(&self.counts.allocs);
         // SAFETY: the contents are uninitialised; every constructor below
         // writes them before they are read (zeros() memsets).
         let cap = n.max(1);

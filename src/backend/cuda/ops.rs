@@ -433,6 +433,10 @@ impl Backend for CudaBackend {
         self.name.clone()
     }
 
+    fn engine_counters(&self) -> Option<EngineCounters> {
+        Some(self.counts.snapshot())
+    }
+
     fn empty(&self, shape: &[usize], dtype: DType) -> Result<Tensor> {
         // Outputs that are fully overwritten skip the memset.
         self.new_tensor(shape, dtype)
@@ -669,6 +673,7 @@ impl Backend for CudaBackend {
     }
 
     fn synchronize(&self) -> Result<()> {
+        super::Counts::bump(&self.counts.syncs);
         self.stream
             .synchronize()
             .map_err(|e| Error::cuda("cuStreamSynchronize", e))
@@ -744,6 +749,7 @@ impl Backend for CudaBackend {
         } else {
             (g.lda, g.ldb)
         };
+        super::Counts::bump(&self.counts.library_calls);
         // cuBLAS runs in the calling thread's current context.
         self.ctx
             .bind_to_thread()
