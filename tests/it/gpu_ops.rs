@@ -1232,3 +1232,35 @@ fn gpu_adamw_matches_torch_order() {
         Err(Error::Shape { .. })
     ));
 }
+
+/// copy (every dtype), clone_tensor and mul, on a BERT-base activation with
+/// an odd tail, against the CPU.
+#[test]
+fn gpu_copy_clone_and_mul() {
+    let g = gpu_or_skip!("gpu_copy_clone_and_mul");
+    let c = cpu();
+    let n = TOKENS * HIDDEN + 3;
+    let a = rand_vec(140, n, 2.0);
+    let b = rand_vec(141, n, 2.0);
+    let (ag, bg) = (put(&*g, &a, &[n]), put(&*g, &b, &[n]));
+    let mut og = poisoned(&*g, &[n]);
+    g.mul(&ag, &bg, &mut og).unwrap();
+    let mut oc = c.zeros(&[n], DType::F32).unwrap();
+    c.mul(&put(&c, &a, &[n]), &put(&c, &b, &[n]), &mut oc).unwrap();
+    assert_bits("mul", &host(&*g, &og), &host(&c, &oc));
+    let mut cg = poisoned(&*g, &[n]);
+    g.copy(&ag, &mut cg).unwrap();
+    assert_bits("copy f32", &host(&*g, &cg), &a);
+    assert_bits("clone_tensor", &host(&*g, &g.clone_tensor(&ag).unwrap()), &a);
+    let m: Vec<u8> = (0..n).map(|i| (i * 7 % 251) as u8).collect();
+    let mg = g.from_u8(&m, &[n]).unwrap();
+    let mut mg2 = g.from_u8(&vec![0; n], &[n]).unwrap();
+    g.copy(&mg, &mut mg2).unwrap();
+    assert_eq!(g.to_u8(&mg2).unwrap(), m, "copy u8");
+    let ids: Vec<i32> = (0..n as i32).map(|i| i.wrapping_mul(-7919)).collect();
+    let ig = g.from_i32(&ids, &[n]).unwrap();
+    assert_eq!(g.to_i32(&g.clone_tensor(&ig).unwrap()).unwrap(), ids, "clone i32");
+    // Mismatched lengths are an error, not a partial copy.
+    let mut short = g.zeros(&[n - 1], DType::F32).unwrap();
+    assert!(g.copy(&ag, &mut short).is_err());
+}
