@@ -171,7 +171,10 @@ pub fn reset_peak() {
     };
     // SAFETY: the emulator's `void lpaf_emu_reset_peak(void)`.
     unsafe {
-        if let Ok(f) = l.cuda.get::<unsafe extern "C" fn()>(b"lpaf_emu_reset_peak\0") {
+        if let Ok(f) = l
+            .cuda
+            .get::<unsafe extern "C" fn()>(b"lpaf_emu_reset_peak\0")
+        {
             f();
         }
     }

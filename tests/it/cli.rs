@@ -263,7 +263,9 @@ fn gpu_old_driver_is_a_clear_error() {
         return;
     }
     if !lpaf::device::emulator::active() {
-        eprintln!("gpu_old_driver_is_a_clear_error: needs the emulated GPU to pose as an old driver");
+        eprintln!(
+            "gpu_old_driver_is_a_clear_error: needs the emulated GPU to pose as an old driver"
+        );
         return;
     }
     let out = Command::new(env!("CARGO_BIN_EXE_lpaf"))
@@ -274,7 +276,9 @@ fn gpu_old_driver_is_a_clear_error() {
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
-        err.contains("supports CUDA up to 12.4") && err.contains("needs CUDA 13.0") && err.contains("R580"),
+        err.contains("supports CUDA up to 12.4")
+            && err.contains("needs CUDA 13.0")
+            && err.contains("R580"),
         "{err}"
     );
     assert!(lpaf::device::driver_version_ok(13000).is_ok());

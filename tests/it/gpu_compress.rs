@@ -12,7 +12,8 @@ use crate::common::{cpu, rel_err};
 use crate::compress::{final_tensors, recipe, write_task};
 
 fn compare_method(method: &str, tol: f64) {
-    let Some(g) = lpaf::device::gpu_for_test(&format!("gpu_compression_{method}_matches_cpu")) else {
+    let Some(g) = lpaf::device::gpu_for_test(&format!("gpu_compression_{method}_matches_cpu"))
+    else {
         return;
     };
     let d = tempfile::tempdir().unwrap();
@@ -20,7 +21,11 @@ fn compare_method(method: &str, tol: f64) {
     let c = cpu();
     let oc = run_recipe(&c, &recipe(method, d.path(), "cpu", &[]), false, true).unwrap();
     let og = run_recipe(&*g, &recipe(method, d.path(), "gpu", &[]), false, true).unwrap();
-    assert!(og.device.contains("emulated") || !lpaf::device::emulator::active(), "{}", og.device);
+    assert!(
+        og.device.contains("emulated") || !lpaf::device::emulator::active(),
+        "{}",
+        og.device
+    );
     assert_eq!(oc.steps, og.steps, "{method}: steps");
     assert!(
         (oc.kept_ratio - og.kept_ratio).abs() < 1e-12,
@@ -29,14 +34,26 @@ fn compare_method(method: &str, tol: f64) {
         og.kept_ratio
     );
     // The same stored layout: every tensor name and shape.
-    let (tc, tg) = (final_tensors(&d.path().join("cpu")), final_tensors(&d.path().join("gpu")));
-    assert_eq!(tc.keys().collect::<Vec<_>>(), tg.keys().collect::<Vec<_>>(), "{method}");
+    let (tc, tg) = (
+        final_tensors(&d.path().join("cpu")),
+        final_tensors(&d.path().join("gpu")),
+    );
+    assert_eq!(
+        tc.keys().collect::<Vec<_>>(),
+        tg.keys().collect::<Vec<_>>(),
+        "{method}"
+    );
     for (k, t) in &tc {
         assert_eq!(t.shape, tg[k].shape, "{method}: shape of {k}");
     }
     // The weights the compressed model computes with.
     for dev in ["cpu", "gpu"] {
-        export_dense(&c, &d.path().join(dev).join("compressed"), &d.path().join(format!("{dev}-dense"))).unwrap();
+        export_dense(
+            &c,
+            &d.path().join(dev).join("compressed"),
+            &d.path().join(format!("{dev}-dense")),
+        )
+        .unwrap();
     }
     let dc = read_safetensors(&d.path().join("cpu-dense/model.safetensors")).unwrap();
     let dg = read_safetensors(&d.path().join("gpu-dense/model.safetensors")).unwrap();
@@ -54,9 +71,15 @@ fn compare_method(method: &str, tol: f64) {
         if e > worst.0 {
             worst = (e, k.clone());
         }
-        assert!(e < tol, "{method}: {k} differs: rel err {e:.3e} > {tol:.0e}");
+        assert!(
+            e < tol,
+            "{method}: {k} differs: rel err {e:.3e} > {tol:.0e}"
+        );
     }
-    eprintln!("{method}: worst tensor rel err {:.2e} ({})", worst.0, worst.1);
+    eprintln!(
+        "{method}: worst tensor rel err {:.2e} ({})",
+        worst.0, worst.1
+    );
 }
 
 #[test]

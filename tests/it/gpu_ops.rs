@@ -284,18 +284,29 @@ fn gemm_case(
             .map(|&v| half::bf16::from_f32(v).to_f32())
             .collect();
         let e = rel_err(&out_rounded, &want);
-        assert!(e > tol, "{what}: output rounding ({e:.2e}) would pass {tol:.0e}");
+        assert!(
+            e > tol,
+            "{what}: output rounding ({e:.2e}) would pass {tol:.0e}"
+        );
         let trunc = |v: &[f32]| -> Vec<f32> {
             v.iter()
                 .map(|x| f32::from_bits(x.to_bits() & 0xffff_0000))
                 .collect()
         };
         let mut ct = put(c, &c0, &[c_len]);
-        let g32 = gm.clone().precision(Precision::F32);
-        c.gemm(&g32, &put(c, &trunc(&a), &[a_len]), &put(c, &trunc(&b), &[b_len]), &mut ct)
-            .unwrap();
+        let g32 = (*gm).precision(Precision::F32);
+        c.gemm(
+            &g32,
+            &put(c, &trunc(&a), &[a_len]),
+            &put(c, &trunc(&b), &[b_len]),
+            &mut ct,
+        )
+        .unwrap();
         let e = rel_err(&c.to_f32(&ct).unwrap(), &want);
-        assert!(e > tol, "{what}: truncated inputs ({e:.2e}) would pass {tol:.0e}");
+        assert!(
+            e > tol,
+            "{what}: truncated inputs ({e:.2e}) would pass {tol:.0e}"
+        );
     }
 }
 
@@ -310,7 +321,10 @@ fn gemm_with_empty_dimensions(be: &dyn Backend) {
             for beta in [0.0f32, 0.5] {
                 for p in [Precision::F32, Precision::Tf32, Precision::Bf16] {
                     let what = format!("gemm {m}x{n}x{k} ta {ta} tb {tb} beta {beta} {p:?}");
-                    let g = Gemm::new(m, n, k, ta, tb).precision(p).beta(beta).alpha(1.5);
+                    let g = Gemm::new(m, n, k, ta, tb)
+                        .precision(p)
+                        .beta(beta)
+                        .alpha(1.5);
                     let mut c0 = rand_vec(3, m * n, 1.0);
                     if beta == 0.0 && !c0.is_empty() {
                         c0[0] = f32::NAN; // must not be read
@@ -323,7 +337,10 @@ fn gemm_with_empty_dimensions(be: &dyn Backend) {
                         &mut c,
                     )
                     .unwrap_or_else(|e| panic!("{what}: {e}"));
-                    let want: Vec<f32> = c0.iter().map(|&v| if beta == 0.0 { 0.0 } else { beta * v }).collect();
+                    let want: Vec<f32> = c0
+                        .iter()
+                        .map(|&v| if beta == 0.0 { 0.0 } else { beta * v })
+                        .collect();
                     assert_bits(&what, &host(be, &c), &want);
                 }
             }
@@ -1246,12 +1263,17 @@ fn gpu_copy_clone_and_mul() {
     let mut og = poisoned(&*g, &[n]);
     g.mul(&ag, &bg, &mut og).unwrap();
     let mut oc = c.zeros(&[n], DType::F32).unwrap();
-    c.mul(&put(&c, &a, &[n]), &put(&c, &b, &[n]), &mut oc).unwrap();
+    c.mul(&put(&c, &a, &[n]), &put(&c, &b, &[n]), &mut oc)
+        .unwrap();
     assert_bits("mul", &host(&*g, &og), &host(&c, &oc));
     let mut cg = poisoned(&*g, &[n]);
     g.copy(&ag, &mut cg).unwrap();
     assert_bits("copy f32", &host(&*g, &cg), &a);
-    assert_bits("clone_tensor", &host(&*g, &g.clone_tensor(&ag).unwrap()), &a);
+    assert_bits(
+        "clone_tensor",
+        &host(&*g, &g.clone_tensor(&ag).unwrap()),
+        &a,
+    );
     let m: Vec<u8> = (0..n).map(|i| (i * 7 % 251) as u8).collect();
     let mg = g.from_u8(&m, &[n]).unwrap();
     let mut mg2 = g.from_u8(&vec![0; n], &[n]).unwrap();
@@ -1259,7 +1281,11 @@ fn gpu_copy_clone_and_mul() {
     assert_eq!(g.to_u8(&mg2).unwrap(), m, "copy u8");
     let ids: Vec<i32> = (0..n as i32).map(|i| i.wrapping_mul(-7919)).collect();
     let ig = g.from_i32(&ids, &[n]).unwrap();
-    assert_eq!(g.to_i32(&g.clone_tensor(&ig).unwrap()).unwrap(), ids, "clone i32");
+    assert_eq!(
+        g.to_i32(&g.clone_tensor(&ig).unwrap()).unwrap(),
+        ids,
+        "clone i32"
+    );
     // Mismatched lengths are an error, not a partial copy.
     let mut short = g.zeros(&[n - 1], DType::F32).unwrap();
     assert!(g.copy(&ag, &mut short).is_err());

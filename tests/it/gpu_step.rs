@@ -30,7 +30,13 @@ fn batch() -> Batch {
     for r in 0..b {
         let len = s - 7 * r; // rows padded by 0, 7, 14, 21
         for t in 0..s {
-            ids.push(if t == 0 { 101 } else if t < len { ((r * 131 + t * 17) % 497 + 2) as i32 } else { 0 });
+            ids.push(if t == 0 {
+                101
+            } else if t < len {
+                ((r * 131 + t * 17) % 497 + 2) as i32
+            } else {
+                0
+            });
             mask.push((t < len) as u8);
         }
     }
@@ -129,7 +135,12 @@ fn compare(p: Precision, tol: f64) {
         .map(|(_, v)| v.iter().map(|x| (*x as f64).powi(2)).sum::<f64>().sqrt() < floor)
         .collect();
     let err = |a: &[f32], b: &[f32]| -> f64 {
-        let num: f64 = a.iter().zip(b).map(|(x, y)| (*x as f64 - *y as f64).powi(2)).sum::<f64>().sqrt();
+        let num: f64 = a
+            .iter()
+            .zip(b)
+            .map(|(x, y)| (*x as f64 - *y as f64).powi(2))
+            .sum::<f64>()
+            .sqrt();
         let den: f64 = b.iter().map(|y| (*y as f64).powi(2)).sum::<f64>().sqrt();
         if a.iter().any(|x| !x.is_finite()) {
             return f64::INFINITY;
@@ -143,7 +154,10 @@ fn compare(p: Precision, tol: f64) {
         if e > worst.0 {
             worst = (e, ng.clone());
         }
-        assert!(e < tol, "{what}: gradient of {ng}: rel err {e:.3e} > {tol:.0e}");
+        assert!(
+            e < tol,
+            "{what}: gradient of {ng}: rel err {e:.3e} > {tol:.0e}"
+        );
     }
     // AdamW divides by √v: a noise-only gradient gives a full-size step in
     // a random direction, so those parameters are left out here.
@@ -152,9 +166,15 @@ fn compare(p: Precision, tol: f64) {
             continue;
         }
         let e = rel_err(vg, vc);
-        assert!(e < tol, "{what}: {ng} after AdamW: rel err {e:.3e} > {tol:.0e}");
+        assert!(
+            e < tol,
+            "{what}: {ng} after AdamW: rel err {e:.3e} > {tol:.0e}"
+        );
     }
-    eprintln!("{what}: worst gradient rel err {:.2e} ({})", worst.0, worst.1);
+    eprintln!(
+        "{what}: worst gradient rel err {:.2e} ({})",
+        worst.0, worst.1
+    );
 }
 
 #[test]
