@@ -11,6 +11,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo test --lib --bins --test it -- --skip gpu_
+# The emulated cuBLAS against a double-precision reference (emulator/tests).
+bash emulator/tests/run_cublas_check.sh
 case "${LPAF_GPU_TESTS:-emulated}" in
     emulated)
         CARGO_TARGET_X86_64_UNKNOWN_LINUX_GNU_RUNNER="$PWD/scripts/emulated-gpu-runner.sh" \
