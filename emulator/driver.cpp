@@ -221,14 +221,17 @@ unsigned long long fatbin_hash(const void* image, bool* ok) {
 
 std::mutex g_exec;  // one grid at a time
 
+void vreport(const char* fmt, va_list ap) {
+    char buf[2048];
+    std::vsnprintf(buf, sizeof buf, fmt, ap);
+    std::fprintf(stderr, "lpaf emulated GPU: %s\n", buf);
+}
 void report(const char* fmt, ...) __attribute__((format(printf, 1, 2)));
 void report(const char* fmt, ...) {
-    char buf[2048];
     va_list ap;
     va_start(ap, fmt);
-    std::vsnprintf(buf, sizeof buf, fmt, ap);
+    vreport(fmt, ap);
     va_end(ap);
-    std::fprintf(stderr, "lpaf emulated GPU: %s\n", buf);
 }
 
 }  // namespace
@@ -259,12 +262,10 @@ EXPORT int lpaf_emu_device_range(const void* p, uint64_t bytes) {
 EXPORT void lpaf_emu_count_library_call(const char*) { g_count.library_calls++; }
 EXPORT int lpaf_emu_stream_valid(const void* s) { return stream_ok(const_cast<void*>(s)); }
 EXPORT void lpaf_emu_report(const char* fmt, ...) {
-    char buf[2048];
     va_list ap;
     va_start(ap, fmt);
-    std::vsnprintf(buf, sizeof buf, fmt, ap);
+    vreport(fmt, ap);
     va_end(ap);
-    std::fprintf(stderr, "lpaf emulated GPU: %s\n", buf);
 }
 // Says what this library is, for lpaf's device line.
 EXPORT const char* lpaf_emu_identity() {

@@ -14,6 +14,7 @@
 #include "../../kernels/optim.cu"
 #include "../../kernels/reduce.cu"
 
+#include <algorithm>
 #include <cstdio>
 #include <random>
 #include <string>
