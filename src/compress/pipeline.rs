@@ -24,7 +24,7 @@ use crate::compress::lpaf::{
     factorize_pruned, finalize_lowrank, FactorizeSettings, MixedRankHooks, MixedRankSchedule,
 };
 use crate::compress::prune::{
-    finalize_masks, install_masked, PruneHooks, PruneKind, PruneSettings,
+    finalize_masks, init_scores, install_masked, PruneHooks, PruneKind, PruneSettings,
 };
 use crate::compress::rank::{allocate, singular_values_many};
 use crate::compress::recipe::{Method, Recipe};
@@ -179,6 +179,8 @@ pub fn run_recipe(
                 _ => PruneKind::Magnitude,
             };
             install_masked(be, &mut model, kind.mask_kind(recipe.pruning.score_rule))?;
+            let p = &recipe.pruning;
+            init_scores(be, &mut model, p.score_init, p.score_init_scale)?;
             let mut hooks = with_distill(
                 be,
                 recipe,
@@ -253,6 +255,8 @@ pub fn run_recipe(
                     &mut model,
                     MaskKind::Movement(recipe.pruning.score_rule),
                 )?;
+                let p = &recipe.pruning;
+                init_scores(be, &mut model, p.score_init, p.score_init_scale)?;
                 let mut hooks = with_distill(
                     be,
                     recipe,
@@ -467,6 +471,7 @@ fn prune_hooks(
         soft_tau: p.soft_tau,
         soft_lambda: p.soft_lambda,
         soft_min_kept: p.soft_min_kept,
+        mask_interval: p.mask_interval,
     }))
 }
 
