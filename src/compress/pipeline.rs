@@ -179,8 +179,7 @@ pub fn run_recipe(
                 _ => PruneKind::Magnitude,
             };
             install_masked(be, &mut model, kind.mask_kind(recipe.pruning.score_rule))?;
-            let p = &recipe.pruning;
-            init_scores(be, &mut model, p.score_init, p.score_init_scale)?;
+            start_scores(be, &mut model, recipe, &t, &data)?;
             let mut hooks = with_distill(
                 be,
                 recipe,
@@ -255,8 +254,7 @@ pub fn run_recipe(
                     &mut model,
                     MaskKind::Movement(recipe.pruning.score_rule),
                 )?;
-                let p = &recipe.pruning;
-                init_scores(be, &mut model, p.score_init, p.score_init_scale)?;
+                start_scores(be, &mut model, recipe, &t, &data)?;
                 let mut hooks = with_distill(
                     be,
                     recipe,
@@ -451,6 +449,20 @@ fn rank_to_ratio(model: &Bert, r: usize) -> f64 {
     let l = &model.layers[0].linears[0];
     let (o, i) = (l.out_features() as f64, l.in_features() as f64);
     (r as f64 * (o + i) / (o * i)).min(0.999_999) - 1e-12
+}
+
+/// Initial movement scores from `pruning.score_init` (see [`init_scores`]).
+fn start_scores(
+    be: &dyn Backend,
+    model: &mut Bert,
+    recipe: &Recipe,
+    t: &TrainSection,
+    data: &RunData,
+) -> Result<()> {
+    let total = total_steps_for(t, data.train.as_deref())?;
+    let drift = t.score_lr as f64 * total as f64 / 2.0;
+    let p = &recipe.pruning;
+    init_scores(be, model, p.score_init, p.score_init_scale, drift)
 }
 
 fn prune_hooks(

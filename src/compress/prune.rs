@@ -36,16 +36,28 @@ pub enum ScoreInit {
     /// `Sc = 0` (SPEC §2): the mask is decided by movement alone.
     #[default]
     Zero,
-    /// `Sc = s·|W|/mean|W|` per matrix: the first masks are the magnitude
-    /// masks and movement reorders them. Short runs need this: from zero the
-    /// scores are still noise when pruning starts (see recipes/movement.toml).
+    /// `Sc ∝ |W|` per matrix (see [`init_scores`]): the first masks are the
+    /// magnitude masks and movement reorders them. Short runs need this: from
+    /// zero the scores are still noise when pruning starts, and the random
+    /// mask they give destroys the pre-trained model (recipes/movement.toml).
     Magnitude,
 }
 
-/// Sets the scores of every movement layer from `init`; `scale` is `s` of
-/// [`ScoreInit::Magnitude`]. Called once after [`install_masked`] (a resumed
-/// run then loads the trained scores from its checkpoint).
-pub fn init_scores(be: &dyn Backend, model: &mut Bert, init: ScoreInit, scale: f64) -> Result<()> {
+/// Sets the scores of every movement layer: for [`ScoreInit::Magnitude`],
+/// `Sc = scale·drift·|W|/mean|W|` of its matrix, where `drift` is the most an
+/// Adam-trained score can move over the run (`score_lr·steps/2` under the
+/// linear warm-up/decay schedule: each Adam step moves a score by at most
+/// about its learning rate). So `scale` is the strength of the magnitude
+/// prior against movement, independent of the run's length. Called once
+/// after [`install_masked`]; a resumed run then loads its trained scores
+/// from the checkpoint.
+pub fn init_scores(
+    be: &dyn Backend,
+    model: &mut Bert,
+    init: ScoreInit,
+    scale: f64,
+    drift: f64,
+) -> Result<()> {
     if init == ScoreInit::Zero {
         return Ok(());
     }
@@ -56,7 +68,11 @@ pub fn init_scores(be: &dyn Backend, model: &mut Bert, init: ScoreInit, scale: f
         let w = be.to_f32(&l.weight.value)?;
         let mean = w.iter().map(|v| v.abs() as f64).sum::<f64>() / w.len().max(1) as f64;
         // An all-zero matrix keeps zero scores (nothing to rank by).
-        let k = if mean > 0.0 { scale / mean } else { 0.0 };
+        let k = if mean > 0.0 {
+            scale * drift / mean
+        } else {
+            0.0
+        };
         let v: Vec<f32> = w.iter().map(|x| (x.abs() as f64 * k) as f32).collect();
         sc.value = be.from_f32(&v, l.weight.value.shape())?;
     }

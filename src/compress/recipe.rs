@@ -91,14 +91,14 @@ pub struct PruningSection {
     /// `per_matrix` or `global` top-k.
     #[serde(default)]
     pub scope: PruneScope,
-    /// `zero` (SPEC §2) or `magnitude`: scores start at
-    /// `score_init_scale·|W|/mean|W|` of their matrix, so movement refines
-    /// the magnitude mask instead of starting from noise.
+    /// `zero` (SPEC §2) or `magnitude`: scores start proportional to `|W|`,
+    /// so movement refines the magnitude mask instead of starting from noise.
     #[serde(default)]
     pub score_init: ScoreInit,
-    /// `s` of `score_init = "magnitude"`, in units of the mean initial score;
-    /// compare with the scores' total movement (`adam`: about
-    /// `score_lr`·steps·mean lr factor).
+    /// Mean initial score of each matrix (`score_init = "magnitude"`) as a
+    /// multiple of the most an Adam score can move over the run,
+    /// `train.score_lr·steps/2`: the magnitude prior's strength against
+    /// movement, the same for any run length.
     #[serde(default = "d_init_scale")]
     pub score_init_scale: f64,
     /// Fraction of the steps at kept = 1 before the cubic descent.
@@ -363,6 +363,15 @@ impl Recipe {
         if self.pruning.mask_interval == 0 {
             return Err(Error::msg(
                 "pruning.mask_interval must be at least 1 (steps)",
+            ));
+        }
+        if self.pruning.score_init != ScoreInit::Zero
+            && self.pruning.score_rule == ScoreRule::Accumulate
+            && matches!(self.method, Method::Movement | Method::Lpaf)
+        {
+            return Err(Error::msg(
+                "pruning.score_init = \"magnitude\" needs pruning.score_rule = \"adam\": \
+                 its scale is set against the movement of Adam-trained scores",
             ));
         }
         if self.method == Method::SoftMovement && self.pruning.score_init != ScoreInit::Zero {
