@@ -204,6 +204,7 @@ fn build(be: &dyn Backend, cfg: &BertConfig, method: &str) -> Result<(Bert, Box<
                 soft_tau: 0.5,
                 soft_lambda: 0.0,
                 soft_min_kept: 0.005,
+                mask_interval: 1,
             }))
         }
         "losparse" => {

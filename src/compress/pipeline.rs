@@ -24,7 +24,7 @@ use crate::compress::lpaf::{
     factorize_pruned, finalize_lowrank, FactorizeSettings, MixedRankHooks, MixedRankSchedule,
 };
 use crate::compress::prune::{
-    finalize_masks, install_masked, PruneHooks, PruneKind, PruneSettings,
+    finalize_masks, init_scores, install_masked, PruneHooks, PruneKind, PruneSettings,
 };
 use crate::compress::rank::{allocate, singular_values_many};
 use crate::compress::recipe::{Method, Recipe};
@@ -179,6 +179,7 @@ pub fn run_recipe(
                 _ => PruneKind::Magnitude,
             };
             install_masked(be, &mut model, kind.mask_kind(recipe.pruning.score_rule))?;
+            start_scores(be, &mut model, recipe, &t, &data)?;
             let mut hooks = with_distill(
                 be,
                 recipe,
@@ -253,6 +254,7 @@ pub fn run_recipe(
                     &mut model,
                     MaskKind::Movement(recipe.pruning.score_rule),
                 )?;
+                start_scores(be, &mut model, recipe, &t, &data)?;
                 let mut hooks = with_distill(
                     be,
                     recipe,
@@ -449,6 +451,20 @@ fn rank_to_ratio(model: &Bert, r: usize) -> f64 {
     (r as f64 * (o + i) / (o * i)).min(0.999_999) - 1e-12
 }
 
+/// Initial movement scores from `pruning.score_init` (see [`init_scores`]).
+fn start_scores(
+    be: &dyn Backend,
+    model: &mut Bert,
+    recipe: &Recipe,
+    t: &TrainSection,
+    data: &RunData,
+) -> Result<()> {
+    let total = total_steps_for(t, data.train.as_deref())?;
+    let drift = t.score_lr as f64 * total as f64 / 2.0;
+    let p = &recipe.pruning;
+    init_scores(be, model, p.score_init, p.score_init_scale, drift)
+}
+
 fn prune_hooks(
     recipe: &Recipe,
     kind: PruneKind,
@@ -467,6 +483,7 @@ fn prune_hooks(
         soft_tau: p.soft_tau,
         soft_lambda: p.soft_lambda,
         soft_min_kept: p.soft_min_kept,
+        mask_interval: p.mask_interval,
     }))
 }
 

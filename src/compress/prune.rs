@@ -29,6 +29,56 @@ pub enum PruneScope {
     Global,
 }
 
+/// How movement scores start (`pruning.score_init`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum ScoreInit {
+    /// `Sc = 0` (SPEC §2): the mask is decided by movement alone.
+    #[default]
+    Zero,
+    /// `Sc ∝ |W|` per matrix (see [`init_scores`]): the first masks are the
+    /// magnitude masks and movement reorders them. Short runs need this: from
+    /// zero the scores are still noise when pruning starts, and the random
+    /// mask they give destroys the pre-trained model (recipes/movement.toml).
+    Magnitude,
+}
+
+/// Sets the scores of every movement layer: for [`ScoreInit::Magnitude`],
+/// `Sc = scale·drift·|W|/mean|W|` of its matrix, where `drift` is the most an
+/// Adam-trained score can move over the run (`score_lr·steps/2` under the
+/// linear warm-up/decay schedule: each Adam step moves a score by at most
+/// about its learning rate). So `scale` is the strength of the magnitude
+/// prior against movement, independent of the run's length. Called once
+/// after [`install_masked`]; a resumed run then loads its trained scores
+/// from the checkpoint.
+pub fn init_scores(
+    be: &dyn Backend,
+    model: &mut Bert,
+    init: ScoreInit,
+    scale: f64,
+    drift: f64,
+) -> Result<()> {
+    if init == ScoreInit::Zero {
+        return Ok(());
+    }
+    for l in masked_layers(model) {
+        let Some(sc) = l.scores.as_mut() else {
+            continue;
+        };
+        let w = be.to_f32(&l.weight.value)?;
+        let mean = w.iter().map(|v| v.abs() as f64).sum::<f64>() / w.len().max(1) as f64;
+        // An all-zero matrix keeps zero scores (nothing to rank by).
+        let k = if mean > 0.0 {
+            scale * drift / mean
+        } else {
+            0.0
+        };
+        let v: Vec<f32> = w.iter().map(|x| (x.abs() as f64 * k) as f32).collect();
+        sc.value = be.from_f32(&v, l.weight.value.shape())?;
+    }
+    Ok(())
+}
+
 /// Replaces every dense encoder matrix by a [`MaskedLinear`] of the given kind.
 pub fn install_masked(be: &dyn Backend, model: &mut Bert, kind: MaskKind) -> Result<()> {
     for (li, layer) in model.layers.iter_mut().enumerate() {
@@ -89,6 +139,9 @@ pub struct PruneSettings {
     pub soft_lambda: f32,
     /// Soft movement keeps at least this fraction per matrix (SPEC: 0.5 %).
     pub soft_min_kept: f64,
+    /// Hard masks are recomputed every this many steps (and at the first
+    /// step at the target), not every step.
+    pub mask_interval: u64,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -287,7 +340,19 @@ impl PruneHooks {
 
 impl TrainHooks for PruneHooks {
     fn on_step_begin(&mut self, be: &dyn Backend, model: &mut Bert, step: u64) -> Result<()> {
-        let kept = self.settings.schedule.kept(step);
+        let sched = &self.settings.schedule;
+        let kept = sched.kept(step);
+        let every = self.settings.mask_interval.max(1);
+        let reaches_target =
+            kept == sched.final_kept && (step == 0 || sched.kept(step - 1) != kept);
+        // The mask is model state (checkpointed), so skipping is resume-safe.
+        if self.settings.kind != PruneKind::SoftMovement
+            && every > 1
+            && step % every != 0
+            && !reaches_target
+        {
+            return Ok(());
+        }
         self.update_masks(be, model, kept)
     }
 

@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::backend::ScoreRule;
 use crate::compress::distill::DistillSettings;
-use crate::compress::prune::PruneScope;
+use crate::compress::prune::{PruneScope, ScoreInit};
 use crate::compress::rank::RankAllocation;
 use crate::data::task::TaskSpec;
 use crate::device::DeviceChoice;
@@ -65,6 +65,12 @@ fn d_iw() -> f64 {
 fn d_fw() -> f64 {
     0.3
 }
+fn d_init_scale() -> f64 {
+    1.0
+}
+fn d_interval() -> u64 {
+    1
+}
 fn d_tau() -> f32 {
     0.5
 }
@@ -85,12 +91,26 @@ pub struct PruningSection {
     /// `per_matrix` or `global` top-k.
     #[serde(default)]
     pub scope: PruneScope,
+    /// `zero` (SPEC §2) or `magnitude`: scores start proportional to `|W|`,
+    /// so movement refines the magnitude mask instead of starting from noise.
+    #[serde(default)]
+    pub score_init: ScoreInit,
+    /// Mean initial score of each matrix (`score_init = "magnitude"`) as a
+    /// multiple of the most an Adam score can move over the run,
+    /// `train.score_lr·steps/2`: the magnitude prior's strength against
+    /// movement, the same for any run length.
+    #[serde(default = "d_init_scale")]
+    pub score_init_scale: f64,
     /// Fraction of the steps at kept = 1 before the cubic descent.
     #[serde(default = "d_iw")]
     pub initial_warmup: f64,
     /// Fraction of the steps at the final kept fraction after it.
     #[serde(default = "d_fw")]
     pub final_warmup: f64,
+    /// Hard masks (movement, magnitude) are recomputed every this many steps
+    /// (and at the first step at the target), not every step.
+    #[serde(default = "d_interval")]
+    pub mask_interval: u64,
     /// Soft movement: mask = σ(Sc) > τ; penalty λ·mean σ(Sc); at least `min_kept` per matrix.
     #[serde(default = "d_tau")]
     pub soft_tau: f32,
@@ -332,6 +352,32 @@ impl Recipe {
         if self.pruning.initial_warmup + self.pruning.final_warmup > 1.0 {
             return Err(Error::msg(
                 "pruning.initial_warmup + pruning.final_warmup exceed the whole run",
+            ));
+        }
+        let s = self.pruning.score_init_scale;
+        if !(s.is_finite() && s > 0.0) {
+            return Err(Error::msg(format!(
+                "pruning.score_init_scale = {s}: must be a positive number"
+            )));
+        }
+        if self.pruning.mask_interval == 0 {
+            return Err(Error::msg(
+                "pruning.mask_interval must be at least 1 (steps)",
+            ));
+        }
+        if self.pruning.score_init != ScoreInit::Zero
+            && self.pruning.score_rule == ScoreRule::Accumulate
+            && matches!(self.method, Method::Movement | Method::Lpaf)
+        {
+            return Err(Error::msg(
+                "pruning.score_init = \"magnitude\" needs pruning.score_rule = \"adam\": \
+                 its scale is set against the movement of Adam-trained scores",
+            ));
+        }
+        if self.method == Method::SoftMovement && self.pruning.score_init != ScoreInit::Zero {
+            return Err(Error::msg(
+                "pruning.score_init = \"magnitude\" is for hard movement (movement, lpaf): \
+                 soft movement thresholds σ(Sc) at soft_tau and needs scores that start at 0",
             ));
         }
         if let Some(g) = self.lpaf.sparse_kept {
