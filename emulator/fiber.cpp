@@ -81,7 +81,6 @@ struct Fiber {
     ucontext_t uc;
 #endif
     uint3_ tid{};
-    unsigned linear = 0;
     FiberState state = RUNNABLE;
     // The collective this fiber waits at.
     EmuWarpOp op = EMU_SYNCWARP;
@@ -90,7 +89,6 @@ struct Fiber {
     int param = 0;
     int width = 32;
     unsigned long long result = 0;
-    unsigned barrier_count = 0;  // __syncthreads passed (for messages)
 };
 
 constexpr size_t kStackBytes = 256 * 1024;  // generous: ASan frames are large
@@ -218,11 +216,10 @@ void resume(Grid& g, Fiber& f, char* stack) {
     (void)stack;
 }
 
-std::string where(const Grid& g, const Fiber& f) {
+std::string where(const Fiber& f) {
     char buf[160];
     std::snprintf(buf, sizeof buf, "block (%u,%u,%u) thread (%u,%u,%u)", blockIdx.x, blockIdx.y, blockIdx.z, f.tid.x,
                   f.tid.y, f.tid.z);
-    (void)g;
     return buf;
 }
 
@@ -265,7 +262,7 @@ int release_warps(Grid& g) {
         if (f.state != AT_WARP) continue;
         const unsigned warp = i / 32, lane0 = warp * 32, lane = i % 32;
         if (!(f.mask >> lane & 1u)) {
-            g.error = std::string(op_name(f.op)) + " at " + where(g, f) + ": the mask does not include the calling lane";
+            g.error = std::string(op_name(f.op)) + " at " + where(f) + ": the mask does not include the calling lane";
             return -1;
         }
         bool complete = true;
@@ -275,14 +272,14 @@ int release_warps(Grid& g) {
             char buf[256];
             if (t >= n) {
                 std::snprintf(buf, sizeof buf, "%s at %s: mask 0x%08x names lane %u, which does not exist (%u threads per block)",
-                              op_name(f.op), where(g, f).c_str(), f.mask, l, n);
+                              op_name(f.op), where(f).c_str(), f.mask, l, n);
                 g.error = buf;
                 return -1;
             }
             const Fiber& o = g.fibers[t];
             if (o.state == DONE || o.state == AT_BARRIER) {
                 std::snprintf(buf, sizeof buf, "%s at %s: mask 0x%08x names lane %u, which has %s", op_name(f.op),
-                              where(g, f).c_str(), f.mask, l,
+                              where(f).c_str(), f.mask, l,
                               o.state == DONE ? "already returned" : "gone on to __syncthreads");
                 g.error = buf;
                 return -1;
@@ -293,7 +290,7 @@ int release_warps(Grid& g) {
             }
             if (o.op != f.op || o.mask != f.mask) {
                 std::snprintf(buf, sizeof buf, "%s at %s (mask 0x%08x): lane %u waits at %s with mask 0x%08x instead",
-                              op_name(f.op), where(g, f).c_str(), f.mask, l, op_name(o.op), o.mask);
+                              op_name(f.op), where(f).c_str(), f.mask, l, op_name(o.op), o.mask);
                 g.error = buf;
                 return -1;
             }
@@ -321,7 +318,7 @@ int release_warps(Grid& g) {
                     if (!(f.mask >> src & 1u)) {
                         char buf[200];
                         std::snprintf(buf, sizeof buf, "%s at %s: reads lane %d, which is not in mask 0x%08x",
-                                      op_name(d.op), where(g, d).c_str(), src, f.mask);
+                                      op_name(d.op), where(d).c_str(), src, f.mask);
                         g.error = buf;
                         return -1;
                     }
@@ -385,7 +382,6 @@ std::string emu_run_grid(const EmuKernel* kernel, void** params, dim3 grid, dim3
                             Fiber& f = g.fibers[i];
                             f = Fiber{};
                             f.tid = {tx, ty, tz};
-                            f.linear = i;
                             init_fiber(f, g_stacks.stack(i));
                         }
                 unsigned done = 0;
@@ -412,10 +408,7 @@ std::string emu_run_grid(const EmuKernel* kernel, void** params, dim3 grid, dim3
                     unsigned at_barrier = 0;
                     for (const Fiber& f : g.fibers) at_barrier += f.state == AT_BARRIER;
                     if (at_barrier == n - done && done == 0) {
-                        for (Fiber& f : g.fibers) {
-                            f.state = RUNNABLE;
-                            ++f.barrier_count;
-                        }
+                        for (Fiber& f : g.fibers) f.state = RUNNABLE;
                         continue;
                     }
                     // Stuck: report the first waiting thread and why.
@@ -431,7 +424,7 @@ std::string emu_run_grid(const EmuKernel* kernel, void** params, dim3 grid, dim3
                             std::snprintf(buf, sizeof buf,
                                           "__syncthreads at %s waits for %u thread(s) that already returned "
                                           "(first: thread (%u,%u,%u)): a barrier inside divergent code",
-                                          where(g, f).c_str(), done, gone->tid.x, gone->tid.y, gone->tid.z);
+                                          where(f).c_str(), done, gone->tid.x, gone->tid.y, gone->tid.z);
                             g.error = buf;
                             break;
                         }
@@ -440,12 +433,12 @@ std::string emu_run_grid(const EmuKernel* kernel, void** params, dim3 grid, dim3
                             std::snprintf(buf, sizeof buf,
                                           "%s at %s (mask 0x%08x) can never complete: the other threads of the "
                                           "block wait at __syncthreads",
-                                          op_name(f.op), where(g, f).c_str(), f.mask);
+                                          op_name(f.op), where(f).c_str(), f.mask);
                             g.error = buf;
                             break;
                         }
                     }
-                    if (g.error.empty()) g.error = "deadlock in block " + where(g, g.fibers[0]);
+                    if (g.error.empty()) g.error = "deadlock in block " + where(g.fibers[0]);
                     break;
                 }
             }

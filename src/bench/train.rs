@@ -25,7 +25,7 @@ use crate::error::{Error, Result};
 use crate::model::{Bert, BertConfig, StepCtx};
 use crate::train::optimizer::{adamw_param, clip_factor, step_params, AdamWConfig};
 use crate::train::schedule::CubicSchedule;
-use crate::train::trainer::{task_loss, NoHooks, TrainHooks};
+use crate::train::trainer::{global_grad_norm, task_loss, NoHooks, TrainHooks};
 
 #[derive(Clone, Debug)]
 pub struct TrainBenchOptions {
@@ -277,14 +277,7 @@ fn one_step(
     m.backward(be, &d, None)?;
     // Clipping as the trainer does it: the global gradient norm first.
     let cfg = AdamWConfig::default();
-    let mut sq = 0.0f64;
-    m.visit_params(&mut |prm| {
-        if !prm.frozen {
-            sq += be.sum_squares(&prm.grad)?;
-        }
-        Ok(())
-    })?;
-    let factor = clip_factor(sq.sqrt(), cfg.max_grad_norm);
+    let factor = clip_factor(global_grad_norm(be, m)?, cfg.max_grad_norm);
     let hp_for = |prm: &crate::model::Param| step_params(&cfg, prm, step + 1, 1e-5, 1e-2, factor);
     if !hooks.custom_update(be, m, &hp_for)? {
         m.visit_params(&mut |prm| adamw_param(be, prm, &hp_for(prm)))?;

@@ -162,6 +162,19 @@ pub struct TrainSummary {
 }
 
 /// The task loss of a micro-batch from host logits.
+/// The L2 norm of every trainable parameter's gradient (weights and
+/// scores) together, as clip_grad_norm_(model.parameters()) takes it.
+pub fn global_grad_norm(be: &dyn Backend, model: &mut Bert) -> Result<f64> {
+    let mut sq = 0.0f64;
+    model.visit_params(&mut |p| {
+        if !p.frozen {
+            sq += be.sum_squares(&p.grad)?;
+        }
+        Ok(())
+    })?;
+    Ok(sq.sqrt())
+}
+
 pub fn task_loss(model: &Bert, batch: &Batch, logits: &[f32], scale: f32) -> Result<LossGrad> {
     match &batch.labels {
         Labels::Class(y) => loss::cross_entropy(logits, y, model.num_labels(), scale),
@@ -296,16 +309,7 @@ pub fn train(
             step_loss += lg.loss / cfg.grad_accum as f64;
             step_samples += batch.size;
         }
-        // Clip over every trainable parameter (weights and scores), as
-        // clip_grad_norm_(model.parameters()) does.
-        let mut sq = 0.0f64;
-        model.visit_params(&mut |p| {
-            if !p.frozen {
-                sq += be.sum_squares(&p.grad)?;
-            }
-            Ok(())
-        })?;
-        let norm = sq.sqrt();
+        let norm = global_grad_norm(be, model)?;
         if !norm.is_finite() {
             return Err(Error::msg(format!(
                 "gradient norm became {norm} at step {step}: training diverged"
