@@ -86,10 +86,10 @@ __device__ __forceinline__ void softmax_fwd_vec(float* __restrict__ scores, cons
                 mk[k] = m4[c];
                 v[k] = make_float4(__fmul_rn(scale, t.x), __fmul_rn(scale, t.y), __fmul_rn(scale, t.z),
                                    __fmul_rn(scale, t.w));
-                if (mk[k].x) mx = fmaxf(mx, v[k].x);
-                if (mk[k].y) mx = fmaxf(mx, v[k].y);
-                if (mk[k].z) mx = fmaxf(mx, v[k].z);
-                if (mk[k].w) mx = fmaxf(mx, v[k].w);
+                if (mk[k].x) mx = nan_max(mx, v[k].x);
+                if (mk[k].y) mx = nan_max(mx, v[k].y);
+                if (mk[k].z) mx = nan_max(mx, v[k].z);
+                if (mk[k].w) mx = nan_max(mx, v[k].w);
             }
         }
         mx = warp_max(mx);
@@ -147,7 +147,7 @@ KERNEL void softmax_fwd_generic(float* __restrict__ scores, const u8* __restrict
         const u8* m = mask + (row / hs) * s;
         float mx = -INFINITY;
         for (u32 c = lane; c < s; c += 32) {
-            if (m[c]) mx = fmaxf(mx, __fmul_rn(scale, r[c]));
+            if (m[c]) mx = nan_max(mx, __fmul_rn(scale, r[c]));
         }
         mx = warp_max(mx);
         if (mx == -INFINITY) {

@@ -107,9 +107,13 @@ __device__ __forceinline__ double warp_sum_f64(double v) {
     return v;
 }
 
+// max that propagates NaN (fmaxf returns the other operand when one is NaN,
+// which would turn a NaN score into a zero probability); as the CPU's nan_max.
+__device__ __forceinline__ float nan_max(float a, float b) { return (b > a || b != b) ? b : a; }
+
 __device__ __forceinline__ float warp_max(float v) {
 #pragma unroll
-    for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
+    for (int o = 16; o > 0; o >>= 1) v = nan_max(v, __shfl_xor_sync(0xffffffffu, v, o));
     return v;
 }
 

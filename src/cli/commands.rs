@@ -20,6 +20,19 @@ use crate::train::run::{
 };
 use crate::train::trainer::{fingerprint, NoHooks};
 
+/// Locks a run's output directory (see train::rundir) and prints what
+/// claiming it did.
+pub fn claim_output(
+    output: &Path,
+    common: &crate::cli::CommonArgs,
+) -> Result<crate::train::rundir::RunDirLock> {
+    let (lock, notes) = crate::train::rundir::claim(output, common.resume, common.overwrite)?;
+    for n in notes {
+        eprintln!("note: {n}");
+    }
+    Ok(lock)
+}
+
 pub fn dispatch(cmd: Command) -> Result<()> {
     match cmd {
         Command::Finetune(a) => finetune(a),
@@ -40,6 +53,8 @@ fn finetune(a: RunArgs) -> Result<()> {
     a.common.apply(&mut table)?;
     let cfg: FinetuneConfig = table.parse()?;
     let quiet = a.common.quiet;
+    let _lock = claim_output(&cfg.output, &a.common)?;
+    crate::train::rundir::write_data_split(&cfg.output, cfg.data.dev_split, cfg.data.split_seed)?;
     let be = backend(cfg.device, quiet)?;
     let model_dir = model_path(&cfg.model);
     let (_tok, data) = load_data(&model_dir, &cfg.data, cfg.train.max_train_rows)?;
@@ -96,8 +111,23 @@ fn finetune(a: RunArgs) -> Result<()> {
 fn eval(a: EvalArgs) -> Result<()> {
     let choice: DeviceChoice = a.device.parse()?;
     let precision: Precision = a.precision.parse()?;
-    let be = backend(choice, false)?;
-    let spec = TaskSpec {
+    let model_dir = model_path(&a.model);
+    // The held-out split: the one the run that made this model recorded,
+    // unless given (a different split would overlap its training rows).
+    let split_seed = match (a.split_seed, crate::train::rundir::read_data_split(&model_dir)?) {
+        (Some(s), _) => s,
+        (None, Some((_, s, file))) => {
+            if a.dev_split.is_some() {
+                eprintln!("note: split seed {s}, as recorded by the training run in {}", file.display());
+            }
+            s
+        }
+        (None, None) => TaskSpec::default().split_seed,
+    };
+    // Labels are mapped through the model's own label names (config.json
+    // id2label), not re-derived from the dev file.
+    let model_labels = model_label_names(&model_dir)?;
+    let mut spec = TaskSpec {
         task: a.task.clone(),
         data_dir: a.data_dir.clone(),
         train: a.train.clone(),
@@ -107,11 +137,35 @@ fn eval(a: EvalArgs) -> Result<()> {
         label: a.label.clone(),
         max_seq_len: a.max_seq_len,
         dev_split: a.dev_split,
-        split_seed: a.split_seed,
+        split_seed,
         ..TaskSpec::default()
     };
-    let model_dir = model_path(&a.model);
-    let (_tok, data) = load_data(&model_dir, &spec, None)?;
+    if let Some(names) = &model_labels {
+        if matches!(a.task.as_str(), "csv" | "tsv" | "jsonl") {
+            spec.labels = crate::data::table::LabelSpec::Names(names.clone());
+        }
+    }
+    let be = backend(choice, false)?;
+    let (_tok, data) = load_data(&model_dir, &spec, None)
+        .map_err(|e| match &model_labels {
+            Some(n) => Error::msg(format!(
+                "{e} (labels are read as the model's classes {}, from {}/config.json id2label)",
+                n.join(", "),
+                model_dir.display()
+            )),
+            None => e,
+        })?;
+    if let Some(names) = &model_labels {
+        if !data.task.label_names.is_empty() && &data.task.label_names != names {
+            return Err(Error::msg(format!(
+                "{}: the model's classes are [{}] (config.json id2label) but task {} has [{}]",
+                model_dir.display(),
+                names.join(", "),
+                a.task,
+                data.task.label_names.join(", ")
+            )));
+        }
+    }
     let dev = data.dev.as_ref().ok_or_else(|| {
         Error::msg(
             "no dev data to evaluate (give --dev, a data directory with one, or --dev-split)",
@@ -135,6 +189,12 @@ fn eval(a: EvalArgs) -> Result<()> {
         a.batch_size,
         precision,
     )?;
+    if let Some(l) = r.loss.filter(|l| !l.is_finite()) {
+        return Err(Error::msg(format!(
+            "{}: the evaluation loss is {l}: the model's output is not finite",
+            model_dir.display()
+        )));
+    }
     println!("{}: {}", dev.name, r.summary());
     if let Some(l) = r.loss {
         println!("loss {l:.4}");
@@ -147,14 +207,76 @@ fn eval(a: EvalArgs) -> Result<()> {
     Ok(())
 }
 
+/// The class names a model's config.json gives (id2label in id order), or
+/// None when it has none or only the generic `LABEL_i` names.
+fn model_label_names(model_dir: &Path) -> Result<Option<Vec<String>>> {
+    let root = model_root(model_dir)?;
+    let cfg = crate::model::config::BertConfig::load(&root.join("config.json"))?;
+    Ok(cfg.label_names().filter(|n| {
+        !n.is_empty()
+            && !n
+                .iter()
+                .enumerate()
+                .all(|(i, s)| *s == format!("LABEL_{i}"))
+    }))
+}
+
+/// Refuses an output directory that is the input, lies inside it or holds
+/// it, or already exists (unless `overwrite`).
+fn check_new_output(input: &Path, output: &Path, overwrite: bool) -> Result<()> {
+    let canon = |p: &Path| std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf());
+    let (i, o) = (canon(input), canon(output));
+    if o == i || o.starts_with(&i) || i.starts_with(&o) {
+        return Err(Error::msg(format!(
+            "output {} is (or contains, or lies inside) the input {}; write to a new directory",
+            output.display(),
+            input.display()
+        )));
+    }
+    if output.exists() {
+        if !output.is_dir() {
+            return Err(Error::msg(format!(
+                "{}: exists and is not a directory",
+                output.display()
+            )));
+        }
+        let empty = std::fs::read_dir(output)
+            .map_err(|e| Error::io(output, e))?
+            .next()
+            .is_none();
+        if !empty && !overwrite {
+            return Err(Error::msg(format!(
+                "{}: exists and is not empty; pass --overwrite to replace it or choose a new directory",
+                output.display()
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Warns about tensors with NaN or infinite values (they give NaN outputs).
+fn warn_non_finite(file: &Path, tensors: &std::collections::BTreeMap<String, crate::model::io::HostTensor>) {
+    let bad = crate::model::weights::non_finite_tensors(tensors);
+    if !bad.is_empty() {
+        eprintln!(
+            "warning: {}: {} tensor(s) hold NaN or infinite values: {}",
+            file.display(),
+            bad.len(),
+            bad.join(", ")
+        );
+    }
+}
+
 fn export(a: ExportArgs) -> Result<()> {
     if !a.dense {
         return Err(Error::msg(
             "lpaf export writes a dense Hugging Face checkpoint: pass --dense",
         ));
     }
+    check_new_output(&a.input, &a.output, a.overwrite)?;
     let be = crate::backend::CpuBackend::new();
-    export_dense(&be, &a.input, &a.output)?;
+    crate::train::checkpoint::write_dir_atomic(&a.output, |tmp| export_dense(&be, &a.input, tmp))
+        .map_err(|e| Error::msg(format!("exporting {}: {e}", a.input.display())))?;
     println!(
         "wrote {} (W = U·V + S, loadable by transformers)",
         a.output.display()
@@ -174,24 +296,29 @@ fn convert(a: ConvertArgs) -> Result<()> {
         }
     };
     let root = model_root(&a.input)?;
-    let tensors = read_safetensors(&root.join("model.safetensors"))?;
-    std::fs::create_dir_all(&a.output).map_err(|e| Error::io(&a.output, e))?;
-    write_safetensors(
-        &a.output.join("model.safetensors"),
-        &tensors,
-        format,
-        Some(crate::model::weights::format_metadata()),
-    )?;
-    for f in std::fs::read_dir(&root)
-        .map_err(|e| Error::io(&root, e))?
-        .flatten()
-    {
-        let p = f.path();
-        let name = f.file_name();
-        if p.is_file() && name != "model.safetensors" {
-            std::fs::copy(&p, a.output.join(&name)).map_err(|e| Error::io(&p, e))?;
+    check_new_output(&a.input, &a.output, a.overwrite)?;
+    let weights = root.join("model.safetensors");
+    let tensors = read_safetensors(&weights)?;
+    warn_non_finite(&weights, &tensors);
+    crate::train::checkpoint::write_dir_atomic(&a.output, |out| {
+        write_safetensors(
+            &out.join("model.safetensors"),
+            &tensors,
+            format,
+            Some(crate::model::weights::format_metadata()),
+        )?;
+        for f in std::fs::read_dir(&root)
+            .map_err(|e| Error::io(&root, e))?
+            .flatten()
+        {
+            let p = f.path();
+            let name = f.file_name();
+            if p.is_file() && name != "model.safetensors" {
+                std::fs::copy(&p, out.join(&name)).map_err(|e| Error::io(&p, e))?;
+            }
         }
-    }
+        Ok(())
+    })?;
     println!(
         "wrote {} ({} tensors as {:?})",
         a.output.display(),

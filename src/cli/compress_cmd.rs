@@ -21,6 +21,12 @@ pub fn compress(a: CompressArgs) -> Result<()> {
     }
     let recipe: Recipe = table.parse()?;
     recipe.validate()?;
+    let _lock = crate::cli::commands::claim_output(&recipe.output, &a.common)?;
+    crate::train::rundir::write_data_split(
+        &recipe.output,
+        recipe.data.dev_split,
+        recipe.data.split_seed,
+    )?;
     let be = backend(recipe.device, a.common.quiet)?;
     let o = run_recipe(be.as_ref(), &recipe, a.common.resume, a.common.quiet)?;
     if o.stopped {

@@ -108,9 +108,14 @@ pub struct CommonArgs {
     /// Any key of the configuration: `--set train.lr=3e-5` (repeatable).
     #[arg(long = "set", value_name = "KEY=VALUE")]
     pub sets: Vec<String>,
-    /// Continue from `OUTPUT/checkpoint` when it exists.
+    /// Continue the run in OUTPUT from its checkpoint (recovering one left by
+    /// an interrupted save).
     #[arg(long)]
     pub resume: bool,
+    /// Start over in an OUTPUT that holds an earlier run: removes that run's
+    /// checkpoint, log, models and summary (nothing else).
+    #[arg(long)]
+    pub overwrite: bool,
     /// No progress bar.
     #[arg(long, short)]
     pub quiet: bool,
@@ -218,8 +223,10 @@ pub struct EvalArgs {
     /// Evaluate on the held-out split of the training data (as the training run made it).
     #[arg(long)]
     pub dev_split: Option<f64>,
-    #[arg(long, default_value_t = 42)]
-    pub split_seed: u64,
+    /// Seed of the held-out split; default: the seed the run that made the
+    /// model recorded (data_split.json beside or above it), else 42.
+    #[arg(long)]
+    pub split_seed: Option<u64>,
     #[arg(long, default_value = "auto")]
     pub device: String,
     #[arg(long, default_value = "f32")]
@@ -237,7 +244,11 @@ pub struct ExportArgs {
     #[arg(long)]
     pub dense: bool,
     pub input: PathBuf,
+    /// A new directory (an existing one only with --overwrite; never the input).
     pub output: PathBuf,
+    /// Replace an existing output directory.
+    #[arg(long)]
+    pub overwrite: bool,
 }
 
 #[derive(Args, Debug)]
@@ -289,7 +300,11 @@ pub struct BenchArgs {
 #[derive(Args, Debug)]
 pub struct ConvertArgs {
     pub input: PathBuf,
+    /// A new directory (an existing one only with --overwrite; never the input).
     pub output: PathBuf,
+    /// Replace an existing output directory.
+    #[arg(long)]
+    pub overwrite: bool,
     /// f16, bf16 or f32.
     #[arg(long, default_value = "f16")]
     pub dtype: String,

@@ -24,8 +24,44 @@ pub fn expand_home(p: &Path) -> PathBuf {
     p.to_path_buf()
 }
 
-/// Writes `bytes` to `path` atomically (temp file in the same directory, fsync, rename).
+/// The file a write to `path` should replace: `path` itself, or the file a
+/// symbolic link at `path` points to. Anything that is not a regular file (a
+/// device such as /dev/full, a directory, a pipe) is refused: renaming over it
+/// would destroy it.
+pub fn regular_target(path: &Path) -> Result<PathBuf> {
+    let target = match std::fs::symlink_metadata(path) {
+        Ok(m) if m.file_type().is_symlink() => {
+            std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf())
+        }
+        _ => path.to_path_buf(),
+    };
+    match std::fs::metadata(&target) {
+        Ok(m) if !m.is_file() => Err(Error::msg(format!(
+            "{}: not a regular file (a {}); refusing to replace it — write to a file path",
+            path.display(),
+            if m.is_dir() { "directory" } else { "device, pipe or socket" }
+        ))),
+        _ => Ok(target),
+    }
+}
+
+/// Flushes a directory's entries (a rename or a new file in it) to disk.
+pub fn sync_dir(dir: &Path) -> Result<()> {
+    #[cfg(unix)]
+    {
+        let d = std::fs::File::open(dir).map_err(|e| Error::io(dir, e))?;
+        d.sync_all().map_err(|e| Error::io(dir, e))?;
+    }
+    #[cfg(not(unix))]
+    let _ = dir;
+    Ok(())
+}
+
+/// Writes `bytes` to `path` atomically (temp file in the same directory,
+/// fsync, rename, fsync of the directory). Refuses targets that are not
+/// regular files; writes through a symbolic link to the file it names.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    let path = &regular_target(path)?;
     let dir = path
         .parent()
         .filter(|p| !p.as_os_str().is_empty())
@@ -43,7 +79,7 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
             .map_err(|e| Error::io(path, e))?;
     }
     tmp.persist(path).map_err(|e| Error::io(path, e.error))?;
-    Ok(())
+    sync_dir(dir)
 }
 
 /// Host tensor data as stored in files.
@@ -139,6 +175,21 @@ pub fn read_safetensors(path: &Path) -> Result<BTreeMap<String, HostTensor>> {
         out.insert(name, t);
     }
     Ok(out)
+}
+
+/// Checks that a safetensors file is whole (header parses, tensor data
+/// covers the file exactly) without reading the tensor data.
+pub fn safetensors_intact(path: &Path) -> Result<()> {
+    let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
+    // SAFETY: read only, as in read_safetensors.
+    let mmap = unsafe { memmap2::Mmap::map(&file) }.map_err(|e| Error::io(path, e))?;
+    SafeTensors::deserialize(&mmap).map_err(|e| {
+        Error::msg(format!(
+            "{}: not a valid safetensors file ({e})",
+            path.display()
+        ))
+    })?;
+    Ok(())
 }
 
 /// How the floating-point tensors of a safetensors file are stored (the

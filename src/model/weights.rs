@@ -10,7 +10,7 @@ use crate::data::TaskKind;
 use crate::error::{Error, Result, ResultExt};
 use crate::model::bert::{Bert, LinearFactory};
 use crate::model::config::BertConfig;
-use crate::model::io::{read_safetensors, write_safetensors, FloatFormat, HostTensor};
+use crate::model::io::{read_safetensors, write_safetensors, FloatFormat, HostData, HostTensor};
 
 /// Tokenizer and auxiliary files copied along with a model.
 pub const TOKENIZER_FILES: [&str; 5] = [
@@ -30,6 +30,23 @@ pub struct LoadReport {
     pub created: Vec<String>,
     /// Tensors of the file the model does not use (MLM heads, buffers).
     pub ignored: Vec<String>,
+    /// Tensors holding NaN or infinite values, with their count ("name (n of N)").
+    pub non_finite: Vec<String>,
+}
+
+/// The tensors of `tensors` that hold NaN or infinite values, as
+/// "name (n of N)": a model with them gives non-finite outputs.
+pub fn non_finite_tensors(tensors: &BTreeMap<String, HostTensor>) -> Vec<String> {
+    let mut bad = Vec::new();
+    for (name, t) in tensors {
+        if let HostData::F32(v) = &t.data {
+            let n = v.iter().filter(|x| !x.is_finite()).count();
+            if n > 0 {
+                bad.push(format!("{name} ({n} of {})", v.len()));
+            }
+        }
+    }
+    bad
 }
 
 /// The directory holding `config.json` + weights: `dir` itself, or the
@@ -124,6 +141,7 @@ pub fn read_model_dir(
     let raw = read_safetensors(&file)?;
     let mut report = LoadReport {
         weights: file.clone(),
+        non_finite: non_finite_tensors(&raw),
         ..Default::default()
     };
     let mut tensors = BTreeMap::new();

@@ -11,7 +11,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::backend::{Backend, DType, Tensor};
 use crate::error::{Error, Result, ResultExt};
-use crate::model::io::{read_safetensors, write_safetensors, FloatFormat, HostData, HostTensor};
+use crate::model::io::{
+    read_safetensors, sync_dir, write_atomic, write_safetensors, FloatFormat, HostData, HostTensor,
+};
 use crate::model::Bert;
 
 /// The trainer's position and anything else a method needs, as JSON.
@@ -31,6 +33,12 @@ pub struct TrainerState {
     pub method: serde_json::Value,
     /// A fingerprint of the run's settings; resuming with other settings is refused.
     pub config_fingerprint: String,
+    /// The divergence rule's memory: the reference loss (first step) and
+    /// the losses of the latest ones (so a resumed run judges alike).
+    #[serde(default)]
+    pub reference_loss: Option<f64>,
+    #[serde(default)]
+    pub recent_losses: Vec<f64>,
 }
 
 /// Downloads a tensor of any dtype to a host tensor.
@@ -65,43 +73,174 @@ pub fn from_host(be: &dyn Backend, name: &str, h: &HostTensor, dst: &mut Tensor)
     be.copy(&t, dst)
 }
 
-/// Writes the directory produced by `fill` atomically: into a sibling
-/// temporary directory first, then renamed over `dir`.
-pub fn write_dir_atomic(dir: &Path, fill: impl FnOnce(&Path) -> Result<()>) -> Result<()> {
+/// The sibling directories `write_dir_atomic` uses for `dir`: the one being
+/// filled and the previous version during the swap.
+fn sibling(dir: &Path, kind: &str) -> Result<PathBuf> {
     let parent = dir
         .parent()
         .filter(|p| !p.as_os_str().is_empty())
         .unwrap_or(Path::new("."));
-    std::fs::create_dir_all(parent).map_err(|e| Error::io(parent, e))?;
     let name = dir
         .file_name()
         .ok_or_else(|| Error::msg(format!("{}: not a directory name", dir.display())))?;
-    let tmp = parent.join(format!(
-        ".{}.partial-{}",
+    Ok(parent.join(format!(
+        ".{}.{kind}-{}",
         name.to_string_lossy(),
         std::process::id()
-    ));
+    )))
+}
+
+fn sync_tree(dir: &Path) -> Result<()> {
+    for e in std::fs::read_dir(dir).map_err(|e| Error::io(dir, e))? {
+        let p = e.map_err(|e| Error::io(dir, e))?.path();
+        if p.is_dir() {
+            sync_tree(&p)?;
+        } else {
+            let f = std::fs::File::open(&p).map_err(|e| Error::io(&p, e))?;
+            f.sync_all().map_err(|e| Error::io(&p, e))?;
+        }
+    }
+    sync_dir(dir)
+}
+
+/// Writes the directory produced by `fill` atomically: into a sibling
+/// `.NAME.partial-PID` first, every file and the directory fsynced, then
+/// swapped in (`dir` → `.NAME.old-PID`, partial → `dir`, parent fsynced, old
+/// removed). A crash at any point leaves `dir` or one of the two siblings
+/// complete; [`recover_checkpoint`] puts a checkpoint back together.
+/// `dir`, when it exists, must be a directory.
+pub fn write_dir_atomic(dir: &Path, fill: impl FnOnce(&Path) -> Result<()>) -> Result<()> {
+    if dir.exists() && !dir.is_dir() {
+        return Err(Error::msg(format!(
+            "{}: exists and is not a directory; refusing to replace it",
+            dir.display()
+        )));
+    }
+    let tmp = sibling(dir, "partial")?;
+    let parent = tmp.parent().expect("sibling has a parent").to_path_buf();
+    std::fs::create_dir_all(&parent).map_err(|e| Error::io(&parent, e))?;
     if tmp.exists() {
         std::fs::remove_dir_all(&tmp).map_err(|e| Error::io(&tmp, e))?;
     }
     std::fs::create_dir_all(&tmp).map_err(|e| Error::io(&tmp, e))?;
-    if let Err(e) = fill(&tmp) {
+    if let Err(e) = fill(&tmp).and_then(|_| sync_tree(&tmp)) {
         let _ = std::fs::remove_dir_all(&tmp);
         return Err(e);
     }
-    let old = parent.join(format!(
-        ".{}.old-{}",
-        name.to_string_lossy(),
-        std::process::id()
-    ));
+    crate::fault::crash_point("dir-swap-before");
+    let old = sibling(dir, "old")?;
     if dir.exists() {
+        if old.exists() {
+            std::fs::remove_dir_all(&old).map_err(|e| Error::io(&old, e))?;
+        }
         std::fs::rename(dir, &old).map_err(|e| Error::io(dir, e))?;
+        crate::fault::crash_point("dir-swap-middle");
     }
     std::fs::rename(&tmp, dir).map_err(|e| Error::io(dir, e))?;
+    sync_dir(&parent)?;
+    crate::fault::crash_point("dir-swap-after");
     if old.exists() {
         std::fs::remove_dir_all(&old).map_err(|e| Error::io(&old, e))?;
     }
-    Ok(())
+    sync_dir(&parent)
+}
+
+/// Why a checkpoint directory cannot be resumed from, or its step.
+pub fn checkpoint_complete(dir: &Path) -> Result<u64> {
+    let state = read_trainer_state(dir)?;
+    for f in [
+        "params.safetensors",
+        "optimizer.safetensors",
+        "state.safetensors",
+    ] {
+        crate::model::io::safetensors_intact(&dir.join(f))?;
+    }
+    let c = dir.join("config.json");
+    if !c.is_file() {
+        return Err(Error::msg(format!("{}: missing", c.display())));
+    }
+    Ok(state.step)
+}
+
+/// Before a run uses `dir` (its `checkpoint/`): makes `dir` the newest
+/// complete checkpoint left by an interrupted save and removes the rest.
+/// A crash inside [`write_dir_atomic`] leaves `dir` (complete) and perhaps
+/// a stale partial, or, in the middle of the swap, no `dir` but a complete
+/// partial and the previous checkpoint as `.old`. Returns a note saying what
+/// was recovered or removed. Only call this while holding the run
+/// directory's lock (a live run's partial must not be touched).
+pub fn recover_checkpoint(dir: &Path) -> Result<Vec<String>> {
+    let mut notes = Vec::new();
+    let parent = dir
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."))
+        .to_path_buf();
+    let name = dir
+        .file_name()
+        .map(|n| n.to_string_lossy().to_string())
+        .unwrap_or_default();
+    let mut siblings = Vec::new();
+    if let Ok(rd) = std::fs::read_dir(&parent) {
+        for e in rd.flatten() {
+            let n = e.file_name().to_string_lossy().to_string();
+            if n.starts_with(&format!(".{name}.partial-")) || n.starts_with(&format!(".{name}.old-")) {
+                siblings.push(e.path());
+            }
+        }
+    }
+    siblings.sort();
+    if siblings.is_empty() {
+        return Ok(notes);
+    }
+    let current = if dir.exists() {
+        Some(checkpoint_complete(dir))
+    } else {
+        None
+    };
+    // The newest complete candidate: the current one, or a sibling with a later step.
+    let mut best: Option<(u64, PathBuf)> = match &current {
+        Some(Ok(step)) => Some((*step, dir.to_path_buf())),
+        _ => None,
+    };
+    for s in &siblings {
+        if let Ok(step) = checkpoint_complete(s) {
+            if best.as_ref().map(|(b, _)| step > *b).unwrap_or(true) {
+                best = Some((step, s.clone()));
+            }
+        }
+    }
+    match best {
+        Some((step, p)) if p != dir => {
+            if dir.exists() {
+                std::fs::remove_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+            }
+            std::fs::rename(&p, dir).map_err(|e| Error::io(&p, e))?;
+            sync_dir(&parent)?;
+            notes.push(format!(
+                "recovered the checkpoint of step {step} from {} (a save was interrupted)",
+                p.display()
+            ));
+        }
+        Some(_) => {}
+        None => {
+            if let Some(Err(e)) = current {
+                return Err(Error::msg(format!(
+                    "{}: the checkpoint is incomplete and no complete copy was left by the interrupted save ({e}); \
+                     start over with --overwrite",
+                    dir.display()
+                )));
+            }
+        }
+    }
+    for s in siblings {
+        if s.exists() {
+            std::fs::remove_dir_all(&s).map_err(|e| Error::io(&s, e))?;
+            notes.push(format!("removed {} (left by an interrupted save)", s.display()));
+        }
+    }
+    sync_dir(&parent)?;
+    Ok(notes)
 }
 
 /// Saves model parameters, optimizer moments, layer state and trainer state.
@@ -147,10 +286,9 @@ pub fn save_checkpoint(
             FloatFormat::F32,
             None,
         )?;
-        std::fs::write(tmp.join("config.json"), config.as_bytes())
-            .map_err(|e| Error::io(tmp.join("config.json"), e))?;
-        std::fs::write(tmp.join("trainer.json"), json.as_bytes())
-            .map_err(|e| Error::io(tmp.join("trainer.json"), e))
+        write_atomic(&tmp.join("config.json"), config.as_bytes())?;
+        // Last: a partial directory with trainer.json had every other file written.
+        write_atomic(&tmp.join("trainer.json"), json.as_bytes())
     })
     .with_context(|| format!("saving checkpoint {}", dir.display()))
 }

@@ -40,6 +40,12 @@ fn d_score_lr() -> f32 {
 fn d_true() -> bool {
     true
 }
+fn d_div_loss() -> f64 {
+    10.0
+}
+fn d_div_grad() -> f64 {
+    1e6
+}
 
 /// `[train]`: the optimisation settings shared by every command that trains.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -91,6 +97,14 @@ pub struct TrainSection {
     /// `--resume` from (0 = run to the end).
     #[serde(default)]
     pub stop_after: u64,
+    /// Divergence rule (docs/robustness.md): the run stops when the mean loss
+    /// of the last 5 steps exceeds this many times max(1, the first step's
+    /// loss) (0 = off). A non-finite loss or gradient norm always stops it.
+    #[serde(default = "d_div_loss")]
+    pub divergence_loss_factor: f64,
+    /// The run stops when the gradient norm before clipping exceeds this (0 = off).
+    #[serde(default = "d_div_grad")]
+    pub divergence_grad_norm: f64,
 }
 
 impl Default for TrainSection {

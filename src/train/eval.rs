@@ -66,8 +66,17 @@ pub fn predict(
     let mut ends = Vec::new();
     let mut loss_sum = 0.0;
     let mut loss_n = 0usize;
-    for batch in ds.eval_batches(batch_size, 8) {
+    for (bi, batch) in ds.eval_batches(batch_size, 8).enumerate() {
         let logits = be.to_f32(&model.forward(be, &ctx, &batch)?)?;
+        // NaN propagates through every kernel; a score from it would be noise.
+        let bad = logits.iter().filter(|x| !x.is_finite()).count();
+        if bad > 0 {
+            return Err(Error::msg(format!(
+                "{}: the model's output is not finite ({bad} NaN or infinite logits in evaluation batch {bi}): \
+                 its weights or the computation hold non-finite values",
+                ds.name
+            )));
+        }
         if batch.labels != Labels::None {
             loss_sum += task_loss(model, &batch, &logits, 1.0)?.loss * batch.size as f64;
             loss_n += batch.size;

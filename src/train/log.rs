@@ -151,6 +151,39 @@ impl RunLog {
     }
 }
 
+/// Makes the log at `path` end where a run resumed at `step` continues:
+/// keeps records of steps up to `step` (step, evaluation and divergence
+/// records carry one) and records without a step; drops later ones, invocation summaries (a resumed
+/// run writes its own) and a last line cut short by a crash. Step 0 empties
+/// the log (a run starting over). Written atomically.
+pub fn rewind(path: &Path, step: u64) -> Result<()> {
+    let text = match std::fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(Error::io(path, e)),
+    };
+    let mut kept = String::new();
+    if step > 0 {
+        for line in text.lines() {
+            let Ok(v) = serde_json::from_str::<Value>(line) else {
+                continue;
+            };
+            if v.get("event").and_then(Value::as_str) == Some("summary") {
+                continue;
+            }
+            if v.get("step").and_then(Value::as_u64).is_some_and(|s| s > step) {
+                continue;
+            }
+            kept.push_str(line);
+            kept.push('\n');
+        }
+    }
+    if kept != text {
+        crate::model::io::write_atomic(path, kept.as_bytes())?;
+    }
+    Ok(())
+}
+
 fn round3(x: f64) -> f64 {
     (x * 1000.0).round() / 1000.0
 }

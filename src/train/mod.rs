@@ -7,5 +7,6 @@ pub mod log;
 pub mod metrics;
 pub mod optimizer;
 pub mod run;
+pub mod rundir;
 pub mod schedule;
 pub mod trainer;

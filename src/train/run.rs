@@ -123,11 +123,24 @@ pub fn train_config(t: &TrainSection, total: u64, output: &Path, quiet: bool) ->
         keep_best: t.keep_best,
         quiet,
         stop_after: t.stop_after,
+        divergence: trainer::DivergenceRule {
+            loss_factor: t.divergence_loss_factor,
+            grad_norm: t.divergence_grad_norm,
+        },
     }
 }
 
 /// Prints what loading a model did (heads created, tensors ignored).
 pub fn report_load(r: &LoadReport, quiet: bool) {
+    // Shown even when quiet: a model with NaN weights gives NaN outputs.
+    if !r.non_finite.is_empty() {
+        eprintln!(
+            "warning: {}: {} tensor(s) hold NaN or infinite values: {}",
+            r.weights.display(),
+            r.non_finite.len(),
+            r.non_finite.join(", ")
+        );
+    }
     if quiet {
         return;
     }

@@ -147,6 +147,67 @@ pub struct TrainConfig {
     pub quiet: bool,
     /// Stop after this many steps of this invocation (tests of resume; 0 = no limit).
     pub stop_after: u64,
+    pub divergence: DivergenceRule,
+}
+
+/// When a run counts as diverged (docs/robustness.md). A non-finite loss,
+/// gradient norm or evaluation loss always does.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct DivergenceRule {
+    /// Diverged when the mean loss of the last [`DIVERGENCE_WINDOW`] steps
+    /// exceeds this many times max(1, the first step's loss) (0 = off).
+    pub loss_factor: f64,
+    /// Diverged when the gradient norm before clipping exceeds this (0 = off).
+    pub grad_norm: f64,
+}
+
+impl Default for DivergenceRule {
+    fn default() -> Self {
+        DivergenceRule {
+            loss_factor: 10.0,
+            grad_norm: 1e6,
+        }
+    }
+}
+
+/// Steps in the divergence rule's moving window.
+pub const DIVERGENCE_WINDOW: usize = 5;
+
+impl DivergenceRule {
+    /// Records a step's loss and gradient norm in `state`; says why the run
+    /// diverged, if it did.
+    fn check(&self, state: &mut TrainerState, loss: f64, norm: f64) -> Option<String> {
+        if !loss.is_finite() {
+            return Some(format!("the loss became {loss}"));
+        }
+        if !norm.is_finite() {
+            return Some(format!("the gradient norm became {norm}"));
+        }
+        if self.grad_norm > 0.0 && norm > self.grad_norm {
+            return Some(format!(
+                "the gradient norm {norm:.4e} exceeds train.divergence_grad_norm = {:.4e}",
+                self.grad_norm
+            ));
+        }
+        state.recent_losses.push(loss);
+        if state.recent_losses.len() > DIVERGENCE_WINDOW {
+            state.recent_losses.remove(0);
+        }
+        // The first step's loss, floored at 1 so that a run starting from a
+        // fine-tuned model (loss ≈ 0) may rise to chance level without
+        // counting as diverged.
+        let reference = *state.reference_loss.get_or_insert(loss.max(1.0));
+        let mean = state.recent_losses.iter().sum::<f64>() / state.recent_losses.len() as f64;
+        if self.loss_factor > 0.0 && mean > self.loss_factor * reference {
+            return Some(format!(
+                "the mean loss of the last {} steps, {mean:.4e}, exceeds train.divergence_loss_factor = {} × {reference:.4} \
+                 (the first step's loss, at least 1)",
+                state.recent_losses.len(),
+                self.loss_factor
+            ));
+        }
+        None
+    }
 }
 
 /// What a finished run reports.
@@ -232,7 +293,10 @@ pub fn train(
         best_step: None,
         method: Value::Null,
         config_fingerprint: run_fingerprint.to_string(),
+        reference_loss: None,
+        recent_losses: Vec::new(),
     };
+    let mut notes = checkpoint::recover_checkpoint(&ckpt_dir)?;
     if resume && ckpt_dir.join("trainer.json").is_file() {
         let saved = checkpoint::load_checkpoint(be, model, &ckpt_dir)?;
         if saved.config_fingerprint != run_fingerprint {
@@ -254,12 +318,12 @@ pub fn train(
         warmup_steps: cfg.warmup_steps,
         total_steps: cfg.total_steps,
     };
-    let mut log = RunLog::new(
-        Some(&cfg.output_dir.join(LOG_FILE)),
-        state.step,
-        cfg.total_steps,
-        cfg.quiet,
-    )?;
+    let log_path = cfg.output_dir.join(LOG_FILE);
+    crate::train::log::rewind(&log_path, state.step)?;
+    let mut log = RunLog::new(Some(&log_path), state.step, cfg.total_steps, cfg.quiet)?;
+    for n in notes.drain(..) {
+        log.println(&format!("note: {n}"));
+    }
     if state.step > 0 {
         log.println(&format!(
             "resuming from {} at step {}",
@@ -272,6 +336,30 @@ pub fn train(
     let mut last_eval: Option<EvalResult> = None;
     let mut recent_loss = Vec::new();
     let mut final_loss = None;
+    let last_good = |state: &TrainerState| -> String {
+        match checkpoint::checkpoint_complete(&ckpt_dir) {
+            Ok(step) if step <= state.step => format!(
+                "the last good checkpoint, {} (step {step}), is kept: resume from it with other settings under a new --output, or start over",
+                ckpt_dir.display()
+            ),
+            _ => "no checkpoint had been saved".to_string(),
+        }
+    };
+    // A diverged run stops here: logged, never evaluated, saved or kept as best.
+    let stop_diverged = |log: &mut RunLog, state: &TrainerState, step: u64, reason: String| -> Error {
+        let _ = log.event(
+            "diverged",
+            json!({"step": step + 1, "reason": reason}),
+            None,
+        );
+        log.finish();
+        Error::msg(format!(
+            "training diverged at step {}: {reason}. Nothing was saved from the diverged model; {}. \
+             Lower train.lr, or set train.divergence_loss_factor / train.divergence_grad_norm (0 turns a check off)",
+            step + 1,
+            last_good(state)
+        ))
+    };
     while state.step < cfg.total_steps {
         let step = state.step;
         hooks.on_step_begin(be, model, step)?;
@@ -299,10 +387,8 @@ pub fn train(
                 hidden = extra.hidden;
             }
             if !lg.loss.is_finite() {
-                return Err(Error::msg(format!(
-                    "loss became {} at step {step}: training diverged (lower the learning rate?)",
-                    lg.loss
-                )));
+                let reason = format!("the loss became {}", lg.loss);
+                return Err(stop_diverged(&mut log, &state, step, reason));
             }
             let d = be.from_f32(&lg.dlogits, logits_t.shape())?;
             model.backward(be, &d, hidden.as_deref())?;
@@ -310,10 +396,8 @@ pub fn train(
             step_samples += batch.size;
         }
         let norm = global_grad_norm(be, model)?;
-        if !norm.is_finite() {
-            return Err(Error::msg(format!(
-                "gradient norm became {norm} at step {step}: training diverged"
-            )));
+        if let Some(reason) = cfg.divergence.check(&mut state, step_loss, norm) {
+            return Err(stop_diverged(&mut log, &state, step, reason));
         }
         let factor = clip_factor(norm, cfg.optimizer.max_grad_norm);
         let lr = sched.lr(step);
@@ -366,6 +450,19 @@ pub fn train(
         if (cfg.eval_every > 0 && state.step % cfg.eval_every == 0) || at_end {
             let r = evaluate(be, model)?;
             model.clear_activations();
+            let bad = r
+                .loss
+                .filter(|l| !l.is_finite())
+                .map(|l| format!("the evaluation loss became {l}"))
+                .or_else(|| {
+                    r.metrics
+                        .iter()
+                        .find(|(_, v)| !v.is_finite())
+                        .map(|(k, v)| format!("the evaluation metric {k} became {v}"))
+                });
+            if let Some(reason) = bad {
+                return Err(stop_diverged(&mut log, &state, state.step - 1, reason));
+            }
             let mut rec = r.to_json();
             if let Value::Object(m) = &mut rec {
                 m.insert("step".into(), json!(state.step));

@@ -72,6 +72,7 @@ fn config(out: &Path, stop_after: u64) -> TrainConfig {
         keep_best: false,
         quiet: true,
         stop_after,
+        divergence: trainer::DivergenceRule::default(),
     }
 }
 

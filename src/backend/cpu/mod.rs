@@ -707,10 +707,11 @@ impl Backend for CpuBackend {
         ss.par_chunks_mut(s).enumerate().for_each(|(row, r)| {
             let bi = row / (heads * s);
             let m = &km[bi * s..(bi + 1) * s];
+            // A NaN score makes the row NaN (f32::max would drop it).
             let mut mx = f32::NEG_INFINITY;
             for j in 0..s {
                 if m[j] != 0 {
-                    mx = mx.max(scale * r[j]);
+                    mx = nan_max(mx, scale * r[j]);
                 }
             }
             if mx == f32::NEG_INFINITY {
@@ -1054,4 +1055,15 @@ fn permute_heads(
         o.copy_from_slice(&xs[src_row * d..(src_row + 1) * d]);
     });
     Ok(())
+}
+
+/// max that propagates NaN (as the CUDA kernels' `nan_max`): f32::max
+/// returns the other operand when one is NaN.
+#[inline]
+pub(crate) fn nan_max(a: f32, b: f32) -> f32 {
+    if b > a || b.is_nan() {
+        b
+    } else {
+        a
+    }
 }
