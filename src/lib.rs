@@ -20,7 +20,7 @@ pub mod compress;
 pub mod data;
 pub mod device;
 pub mod error;
-pub mod fault;
+pub mod fault; // crash points for the crash tests (docs/robustness.md)
 pub mod kernels;
 pub mod model;
 pub mod train;
