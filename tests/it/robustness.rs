@@ -272,6 +272,17 @@ fn eval_cmd(train: &Path, model: &Path, extra: &[&str]) -> Command {
     c
 }
 
+/// `lpaf eval` of `model` on a dev CSV.
+fn eval_dev(dev: &Path, model: &Path) -> Output {
+    Command::new(bin())
+        .args(["eval", "--device", "cpu", "--task", "csv", "--text-a", "sentence", "--dev"])
+        .arg(dev)
+        .arg("--model")
+        .arg(model)
+        .output()
+        .unwrap()
+}
+
 fn eval_line(o: &Output) -> String {
     String::from_utf8_lossy(&o.stdout).to_string()
 }
@@ -298,13 +309,7 @@ fn eval_uses_the_runs_split_and_the_models_labels() {
         let dd = d.path().join(labels[0]);
         std::fs::create_dir(&dd).unwrap();
         let dev = write_task(&dd, labels);
-        let o = Command::new(bin())
-            .args(["eval", "--device", "cpu", "--task", "csv", "--text-a", "sentence", "--dev"])
-            .arg(&dev)
-            .arg("--model")
-            .arg(&model)
-            .output()
-            .unwrap();
+        let o = eval_dev(&dev, &model);
         assert!(!o.status.success(), "{labels:?} evaluated");
         let e = stderr(&o);
         assert!(
@@ -378,13 +383,7 @@ fn nan_weights_are_reported_not_scored() {
     let dev = d.path().join("dev.csv");
     // The fixture has three classes (LABEL_0..2, generic names: sorted order).
     std::fs::write(&dev, "sentence,label\ngood film,0\nbad plot,1\nfine movie,2\nawful,0\n").unwrap();
-    let o = Command::new(bin())
-        .args(["eval", "--device", "cpu", "--task", "csv", "--text-a", "sentence", "--dev"])
-        .arg(&dev)
-        .arg("--model")
-        .arg(&model)
-        .output()
-        .unwrap();
+    let o = eval_dev(&dev, &model);
     assert!(!o.status.success(), "NaN weights were scored: {}", eval_line(&o));
     let e = stderr(&o);
     assert!(e.contains("hold NaN or infinite values") && e.contains("query.weight (1 of"), "{e}");
