@@ -121,6 +121,8 @@ fn crashes_inside_the_checkpoint_swap_and_sigkill_resume_bit_identically() {
             .unwrap();
         assert!(!o.status.success(), "{point}: the crash point did not fire");
         let o = run_ok(finetune(&train, &out, &["--resume"]));
+        // Continued, not restarted (a restart would also end identical).
+        assert!(stderr(&o).contains("resuming from"), "{point}: {}", stderr(&o));
         if point == "dir-swap-middle" {
             // No checkpoint/ was left, only the complete partial and the old one.
             assert!(stderr(&o).contains("recovered the checkpoint"), "{}", stderr(&o));
@@ -152,7 +154,8 @@ fn crashes_inside_the_checkpoint_swap_and_sigkill_resume_bit_identically() {
         let _ = child.kill(); // SIGKILL on Unix
         let status = child.wait().unwrap();
         assert!(!status.success(), "the run finished before the kill after {after} steps");
-        run_ok(finetune(&train, &out, &[&long[..], &["--resume"]].concat()));
+        let o = run_ok(finetune(&train, &out, &[&long[..], &["--resume"]].concat()));
+        assert!(stderr(&o).contains("resuming from"), "after {after}: {}", stderr(&o));
         assert_same_run(&reference, &out, &format!("SIGKILL after {after} logged steps"));
     }
 }
