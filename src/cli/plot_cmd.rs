@@ -8,11 +8,13 @@ use crate::error::Result;
 use crate::plot::{curves, roofline, spectra};
 
 #[derive(Args, Debug)]
-#[command(after_help = "Output: -o X.png writes a PNG, -o X.svg an SVG, -o X (no extension) both \
+#[command(
+    after_help = "Output: -o X.png writes a PNG, -o X.svg an SVG, -o X (no extension) both \
 X.png and X.svg. An existing file is never replaced without --force.\n\n\
 Examples:\n  lpaf plot runs/movement runs/magnitude -o curves.png\n  \
 lpaf plot --spectra runs/movement/compressed --dense ~/.cache/lpaf/minilm --magnitude -o spectra\n  \
-lpaf bench kernels --jsonl bench.jsonl && lpaf plot --roofline bench.jsonl -o roofline.svg")]
+lpaf bench kernels --jsonl bench.jsonl && lpaf plot --roofline bench.jsonl -o roofline.svg"
+)]
 pub struct PlotArgs {
     /// Run directories (each with the log.jsonl every run writes): loss, learning
     /// rate, dev metric, kept ratio vs schedule, mask churn, magnitude overlap; several are overlaid.

@@ -138,7 +138,11 @@ pub fn read_run(dir: &Path, label: Option<&str>) -> Result<RunLog> {
         "{}: no step records (the run logged nothing yet?)",
         log.display()
     );
-    let present = |k: &str| evals.values().any(|e| e.get(k).and_then(Value::as_f64).is_some());
+    let present = |k: &str| {
+        evals
+            .values()
+            .any(|e| e.get(k).and_then(Value::as_f64).is_some())
+    };
     let metric = main.filter(|m| present(m)).or_else(|| {
         METRIC_ORDER
             .iter()
@@ -279,7 +283,11 @@ impl Picture for Curves<'_> {
                 }
             }
         }
-        let mut metrics: Vec<&str> = self.runs.iter().filter_map(|r| r.metric.as_deref()).collect();
+        let mut metrics: Vec<&str> = self
+            .runs
+            .iter()
+            .filter_map(|r| r.metric.as_deref())
+            .collect();
         metrics.sort_unstable();
         metrics.dedup();
         let dev_title = if metrics.is_empty() {
@@ -298,7 +306,14 @@ impl Picture for Curves<'_> {
             none,
         )?;
         line_panel(&p[1], "learning rate", "step", &lr, UpperRight, none)?;
-        line_panel(&p[2], &dev_title, "step", &dev, LowerRight, "no evaluations in these logs")?;
+        line_panel(
+            &p[2],
+            &dev_title,
+            "step",
+            &dev,
+            LowerRight,
+            "no evaluations in these logs",
+        )?;
         line_panel(
             &p[3],
             "kept ratio vs its schedule",

@@ -294,9 +294,16 @@ where
 
 /// "WxH" → (W, H), for `--size`.
 pub fn parse_size(s: &str) -> Result<(u32, u32)> {
-    let bad = || Error::msg(format!("--size {s}: expected WIDTHxHEIGHT in pixels, e.g. 1200x720"));
+    let bad = || {
+        Error::msg(format!(
+            "--size {s}: expected WIDTHxHEIGHT in pixels, e.g. 1200x720"
+        ))
+    };
     let (w, h) = s.split_once(['x', 'X']).ok_or_else(bad)?;
-    Ok((w.trim().parse().map_err(|_| bad())?, h.trim().parse().map_err(|_| bad())?))
+    Ok((
+        w.trim().parse().map_err(|_| bad())?,
+        h.trim().parse().map_err(|_| bad())?,
+    ))
 }
 
 /// `v` with an SI prefix: 1.2e10 → "12.0 G".

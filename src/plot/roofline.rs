@@ -96,7 +96,11 @@ pub fn read_bench(file: &Path) -> Result<Bench> {
                             .filter(|r| *r > 0.0)
                             .map(|r| (p.clone(), r))
                             .ok_or_else(|| {
-                                line_err(file, n, format!("gemm_flops_per_s.{p} is not a positive number"))
+                                line_err(
+                                    file,
+                                    n,
+                                    format!("gemm_flops_per_s.{p} is not a positive number"),
+                                )
                             })
                     })
                     .collect::<Result<Vec<_>>>()?;
@@ -113,13 +117,19 @@ pub fn read_bench(file: &Path) -> Result<Bench> {
                     .and_then(Value::as_str)
                     .ok_or_else(|| line_err(file, n, "no \"kernel\" name"))?
                     .to_string();
-                let size = v.get("size").and_then(Value::as_str).unwrap_or("").to_string();
+                let size = v
+                    .get("size")
+                    .and_then(Value::as_str)
+                    .unwrap_or("")
+                    .to_string();
                 let (flops, bytes) = (num("flops")?, num("bytes")?);
                 let seconds = v.get("seconds").and_then(Value::as_f64);
                 match seconds {
                     None => skipped.push(format!(
                         "{kernel}: no time ({})",
-                        v.get("error").and_then(Value::as_str).unwrap_or("the run failed")
+                        v.get("error")
+                            .and_then(Value::as_str)
+                            .unwrap_or("the run failed")
                     )),
                     Some(_) if flops <= 0.0 => skipped.push(format!(
                         "{kernel}: no floating-point work (memory only), not on a FLOP/s roofline"
@@ -148,14 +158,23 @@ pub fn read_bench(file: &Path) -> Result<Bench> {
             }
         }
     }
-    crate::ensure!(records > 0, "{}: empty benchmark file (no records)", file.display());
+    crate::ensure!(
+        records > 0,
+        "{}: empty benchmark file (no records)",
+        file.display()
+    );
     let Some((device, scale, copy, gemm)) = ceilings else {
         crate::bail!(
             "{}: no ceilings record (write the file with `lpaf bench kernels --jsonl FILE`)",
             file.display()
         );
     };
-    crate::ensure!(!points.is_empty(), "{}: no kernel to place (each was skipped: {})", file.display(), skipped.join("; "));
+    crate::ensure!(
+        !points.is_empty(),
+        "{}: no kernel to place (each was skipped: {})",
+        file.display(),
+        skipped.join("; ")
+    );
     Ok(Bench {
         device,
         scale,
@@ -180,7 +199,12 @@ impl Picture for Roofline<'_> {
         root.fill(&WHITE).map_err(draw_err)?;
         let top_gemm = b.gemm.iter().map(|g| g.1).fold(0.0, f64::max);
         let ridges = b.gemm.iter().map(|g| g.1 / b.copy_bytes_per_s);
-        let xs: Vec<f64> = b.points.iter().map(Point::intensity).chain(ridges).collect();
+        let xs: Vec<f64> = b
+            .points
+            .iter()
+            .map(Point::intensity)
+            .chain(ridges)
+            .collect();
         let x0 = xs.iter().copied().fold(f64::INFINITY, f64::min) / 4.0;
         let x1 = xs.iter().copied().fold(0.0, f64::max) * 4.0;
         let y0 = b

@@ -18,7 +18,9 @@ use crate::compress::rank::{
 };
 use crate::error::{Error, Result};
 use crate::model::bert::SLOTS;
-use crate::plot::{color, draw_err, draw_series, empty_panel, save, Picture, Series, Style, Written, FONT};
+use crate::plot::{
+    color, draw_err, draw_series, empty_panel, save, Picture, Series, Style, Written, FONT,
+};
 
 /// The lowest σᵢ/σ₁ drawn (exact zeros of a pruned matrix's tail sit here).
 const FLOOR: f64 = 1e-7;
@@ -217,7 +219,8 @@ pub fn plot_spectra(
     for &l in &layers {
         for (s, d) in density.iter_mut().enumerate() {
             let v = &m.2[l * SLOTS.len() + s];
-            *d += v.iter().filter(|&&x| x != 0.0).count() as f64 / v.len().max(1) as f64
+            *d += v.iter().filter(|&&x| x != 0.0).count() as f64
+                / v.len().max(1) as f64
                 / layers.len() as f64;
         }
     }
@@ -231,7 +234,11 @@ pub fn plot_spectra(
                 model.display()
             )));
         }
-        versions.push(version(format!("dense ({})", model_label(d)), &dm, &layers)?);
+        versions.push(version(
+            format!("dense ({})", model_label(d)),
+            &dm,
+            &layers,
+        )?);
         if magnitude {
             let pruned = magnitude_pruned_like(&dm.2, &m.2, &m.1)?;
             let pm: Matrices = (dm.0.clone(), dm.1.clone(), pruned);

@@ -5,8 +5,8 @@
 
 use std::path::{Path, PathBuf};
 
-use lpaf::bench::kernels::{Bound, KernelBenchOptions, KernelBenchReport, KernelBenchRow};
 use lpaf::backend::Precision;
+use lpaf::bench::kernels::{Bound, KernelBenchOptions, KernelBenchReport, KernelBenchRow};
 use lpaf::compress::pipeline::run_recipe;
 use lpaf::compress::rank::{model_matrices, numerical_rank, singular_values, RANK_REL_TOL};
 use lpaf::plot::{curves, roofline, spectra};
@@ -135,7 +135,10 @@ fn plot_smoothing_is_a_debiased_moving_average() {
     for (got, want) in s.iter().zip([e1, e2, e3]) {
         assert!((got.1 - want).abs() < 1e-12, "{s:?}");
     }
-    assert_eq!(curves::smooth(&[(0.0, 2.0), (1.0, 5.0)], 0.0), vec![(0.0, 2.0), (1.0, 5.0)]);
+    assert_eq!(
+        curves::smooth(&[(0.0, 2.0), (1.0, 5.0)], 0.0),
+        vec![(0.0, 2.0), (1.0, 5.0)]
+    );
 }
 
 #[test]
@@ -151,17 +154,26 @@ fn plot_bad_logs_and_outputs_are_clear_errors() {
     let empty_dir = d.path().join("nolog");
     std::fs::create_dir_all(&empty_dir).unwrap();
     let e = err(&empty_dir);
-    assert!(e.contains(&empty_dir.join("log.jsonl").display().to_string()), "{e}");
+    assert!(
+        e.contains(&empty_dir.join("log.jsonl").display().to_string()),
+        "{e}"
+    );
     // Not a directory.
     let e = err(&d.path().join("missing"));
-    assert!(e.contains("missing") && e.contains("not a run directory"), "{e}");
+    assert!(
+        e.contains("missing") && e.contains("not a run directory"),
+        "{e}"
+    );
     // Empty log.
     let run = d.path().join("run");
     std::fs::create_dir_all(&run).unwrap();
     let log = run.join("log.jsonl");
     std::fs::write(&log, "\n\n").unwrap();
     let e = err(&run);
-    assert!(e.contains(&log.display().to_string()) && e.contains("empty"), "{e}");
+    assert!(
+        e.contains(&log.display().to_string()) && e.contains("empty"),
+        "{e}"
+    );
     // Malformed line 2.
     std::fs::write(
         &log,
@@ -173,7 +185,10 @@ fn plot_bad_logs_and_outputs_are_clear_errors() {
     // A record that is not a number where one is expected, line 1.
     std::fs::write(&log, "{\"event\":\"step\",\"step\":1,\"loss\":\"x\"}\n").unwrap();
     let e = err(&run);
-    assert!(e.contains(&format!("{}:1:", log.display())) && e.contains("loss"), "{e}");
+    assert!(
+        e.contains(&format!("{}:1:", log.display())) && e.contains("loss"),
+        "{e}"
+    );
     // Records but no steps.
     std::fs::write(&log, "{\"event\":\"eval\",\"step\":1,\"accuracy\":0.5}\n").unwrap();
     let e = err(&run);
@@ -194,13 +209,27 @@ fn plot_bad_logs_and_outputs_are_clear_errors() {
     assert!(curves::plot_runs(&[run.clone()], &[], 0.6, &both, false, None).is_err());
     assert!(!both.with_extension("png").exists());
     // Unknown format; wrong label count.
-    let e = curves::plot_runs(&[run.clone()], &[], 0.6, &d.path().join("c.jpg"), false, None)
-        .unwrap_err()
-        .to_string();
+    let e = curves::plot_runs(
+        &[run.clone()],
+        &[],
+        0.6,
+        &d.path().join("c.jpg"),
+        false,
+        None,
+    )
+    .unwrap_err()
+    .to_string();
     assert!(e.contains("c.jpg") && e.contains(".png"), "{e}");
-    let e = curves::plot_runs(&[run.clone()], &["a".into(), "b".into()], 0.6, &d.path().join("x.png"), false, None)
-        .unwrap_err()
-        .to_string();
+    let e = curves::plot_runs(
+        &[run.clone()],
+        &["a".into(), "b".into()],
+        0.6,
+        &d.path().join("x.png"),
+        false,
+        None,
+    )
+    .unwrap_err()
+    .to_string();
     assert!(e.contains("--label"), "{e}");
 }
 
@@ -226,9 +255,21 @@ fn report() -> KernelBenchReport {
         gemm_n: 256,
         rows: vec![
             row("score accumulation", Bound::Memory, 3e6, 2.5e7, Some(2e-3)),
-            row("weighted svd", Bound::Compute(Precision::F32), 4e9, 1e8, Some(0.2)),
+            row(
+                "weighted svd",
+                Bound::Compute(Precision::F32),
+                4e9,
+                1e8,
+                Some(0.2),
+            ),
             row("top-k mask", Bound::Memory, 0.0, 1.3e7, Some(1e-3)),
-            row("fused layer", Bound::Compute(Precision::F32), 1e9, 1e7, None),
+            row(
+                "fused layer",
+                Bound::Compute(Precision::F32),
+                1e9,
+                1e7,
+                None,
+            ),
         ],
     }
 }
@@ -242,7 +283,10 @@ fn plot_roofline_of_a_bench_file() {
     assert_eq!(b.copy_bytes_per_s, 2e10);
     let mut gemm = b.gemm.clone();
     gemm.sort_by(|a, b| a.0.cmp(&b.0));
-    assert_eq!(gemm, vec![("bf16".to_string(), 5e10), ("fp32".to_string(), 1e11)]);
+    assert_eq!(
+        gemm,
+        vec![("bf16".to_string(), 5e10), ("fp32".to_string(), 1e11)]
+    );
     assert_eq!(b.points.len(), 2);
     assert_eq!(b.points[1].kernel, "weighted svd");
     assert!((b.points[1].intensity() - 40.0).abs() < 1e-12);
@@ -260,8 +304,15 @@ fn plot_roofline_of_a_bench_file() {
     assert_eq!(count(&svg, "weighted svd (1 M): 20 % of roof"), 1);
     assert_eq!(count(&svg, "roof: GEMM"), 2);
     assert_eq!(count(&svg, "top-k mask"), 0);
-    assert!(w.notes.iter().any(|n| n.contains("top-k mask")), "{:?}", w.notes);
-    assert!(w.notes.iter().any(|n| n.contains("fused layer") && n.contains("out of memory")));
+    assert!(
+        w.notes.iter().any(|n| n.contains("top-k mask")),
+        "{:?}",
+        w.notes
+    );
+    assert!(w
+        .notes
+        .iter()
+        .any(|n| n.contains("fused layer") && n.contains("out of memory")));
 
     // Errors name the file and line.
     let bad = d.path().join("bad.jsonl");
@@ -275,7 +326,9 @@ fn plot_roofline_of_a_bench_file() {
     assert!(m.contains("bad.jsonl") && m.contains("empty"), "{m}");
     let first = report().to_jsonl().unwrap();
     let first = first.lines().next().unwrap();
-    let m = e(&format!("{first}\n{{\"record\":\"kernel\",\"kernel\":\"x\"\n"));
+    let m = e(&format!(
+        "{first}\n{{\"record\":\"kernel\",\"kernel\":\"x\"\n"
+    ));
     assert!(m.contains(&format!("{}:2:", bad.display())), "{m}");
     let m = e("{\"record\":\"kernel\",\"kernel\":\"x\",\"flops\":1,\"bytes\":1,\"seconds\":1}\n");
     assert!(m.contains("no ceilings"), "{m}");
@@ -299,13 +352,22 @@ fn plot_spectra_of_a_tiny_pruned_model() {
     let svg = std::fs::read_to_string(out.with_extension("svg")).unwrap();
     // Three versions and the threshold in each of the six panels.
     assert_eq!(count(&svg, "movement (mv/compressed): rank"), 6);
-    assert_eq!(count(&svg, "dense magnitude-pruned to the same density: rank"), 6);
+    assert_eq!(
+        count(&svg, "dense magnitude-pruned to the same density: rank"),
+        6
+    );
     assert_eq!(count(&svg, "numerical-rank threshold"), 6);
     assert_eq!(count(&svg, "(density 0.200)"), 6);
     // The legend's rank is `info --rank`'s: mean numerical rank / full rank.
     let (_, shapes, mats) = model_matrices(&dense).unwrap();
     let layers = mats.len() / 6;
-    let parent = dense.parent().unwrap().file_name().unwrap().to_string_lossy().into_owned();
+    let parent = dense
+        .parent()
+        .unwrap()
+        .file_name()
+        .unwrap()
+        .to_string_lossy()
+        .into_owned();
     let name = dense.file_name().unwrap().to_string_lossy().into_owned();
     let mut want: Vec<String> = Vec::new();
     for slot in 0..6 {
@@ -326,12 +388,28 @@ fn plot_spectra_of_a_tiny_pruned_model() {
     let out1 = d.path().join("layer0.png");
     spectra::plot_spectra(&comp, None, false, Some(0), &out1, false, None).unwrap();
     assert_eq!(png_size(&out1), (1500, 900));
-    let e = spectra::plot_spectra(&comp, None, false, Some(99), &d.path().join("l.png"), false, None)
-        .unwrap_err()
-        .to_string();
+    let e = spectra::plot_spectra(
+        &comp,
+        None,
+        false,
+        Some(99),
+        &d.path().join("l.png"),
+        false,
+        None,
+    )
+    .unwrap_err()
+    .to_string();
     assert!(e.contains("--layer 99"), "{e}");
-    let e = spectra::plot_spectra(&comp, None, true, None, &d.path().join("m.png"), false, None)
-        .unwrap_err()
-        .to_string();
+    let e = spectra::plot_spectra(
+        &comp,
+        None,
+        true,
+        None,
+        &d.path().join("m.png"),
+        false,
+        None,
+    )
+    .unwrap_err()
+    .to_string();
     assert!(e.contains("--magnitude needs --dense"), "{e}");
 }
