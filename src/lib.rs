@@ -11,6 +11,7 @@
 //! - [`train`]: optimizer, schedules, trainer, checkpoints, metrics, logs.
 //! - [`compress`]: the compression methods, recipes and export.
 //! - [`bench`]: `lpaf bench kernels` and `lpaf bench train`.
+//! - [`plot`]: `lpaf plot` (training curves, spectra, rooflines; PNG / SVG).
 //! - [`cli`]: the `lpaf` command.
 
 pub mod backend;
@@ -23,6 +24,7 @@ pub mod error;
 pub mod fault; // crash points for the crash tests (docs/robustness.md)
 pub mod kernels;
 pub mod model;
+pub mod plot;
 pub mod train;
 
 pub use error::{Error, Result};

@@ -1081,6 +1081,47 @@ impl KernelBenchReport {
     pub fn row(&self, prefix: &str) -> Option<&KernelBenchRow> {
         self.rows.iter().find(|r| r.kernel.starts_with(prefix))
     }
+
+    /// The report as JSON lines, what `lpaf plot --roofline` reads: first a
+    /// `"record": "ceilings"` line (copy bandwidth in bytes/s, GEMM FLOP/s per
+    /// precision), then one `"record": "kernel"` line per kernel with its
+    /// FLOPs, bytes and median seconds (null when the run failed).
+    pub fn to_jsonl(&self) -> Result<String> {
+        let gemm: serde_json::Map<String, serde_json::Value> = self
+            .gemm_flops_per_s
+            .iter()
+            .map(|(p, r)| (precision_name(*p).to_string(), serde_json::json!(r)))
+            .collect();
+        let mut out = serde_json::to_string(&serde_json::json!({
+            "record": "ceilings",
+            "device": self.device,
+            "scale": self.options.scale,
+            "copy_bytes_per_s": self.copy_bytes_per_s,
+            "copy_size": self.copy_size,
+            "gemm_n": self.gemm_n,
+            "gemm_flops_per_s": gemm,
+        }))?;
+        out.push('\n');
+        for r in &self.rows {
+            let bound = match r.bound {
+                Bound::Memory => "memory".to_string(),
+                Bound::Compute(p) => format!("compute {}", precision_name(p)),
+            };
+            out.push_str(&serde_json::to_string(&serde_json::json!({
+                "record": "kernel",
+                "kernel": r.kernel,
+                "size": r.size,
+                "bound": bound,
+                "flops": r.flops,
+                "bytes": r.bytes,
+                "seconds": r.seconds,
+                "ceiling_fraction": r.ceiling_fraction,
+                "error": r.error,
+            }))?);
+            out.push('\n');
+        }
+        Ok(out)
+    }
 }
 
 fn rate(v: f64, unit: &str) -> String {

@@ -26,6 +26,12 @@ pub fn minilm_config() -> BertConfig {
 }
 
 fn bench_train(a: BenchArgs, choice: DeviceChoice) -> Result<()> {
+    if let Some(p) = &a.jsonl {
+        return Err(Error::msg(format!(
+            "--jsonl {}: only `bench kernels` writes the roofline's JSON lines (a training step has no byte count); use --json here",
+            p.display()
+        )));
+    }
     let be = backend(choice, false)?;
     let gpu = be.kind() == DeviceKind::Cuda;
     let emulated = crate::device::emulator::active();
@@ -146,6 +152,9 @@ fn bench_kernels(a: BenchArgs, choice: DeviceChoice) -> Result<()> {
     print!("{report}");
     if let Some(p) = &a.json {
         crate::model::io::write_atomic(p, serde_json::to_string_pretty(&report)?.as_bytes())?;
+    }
+    if let Some(p) = &a.jsonl {
+        crate::model::io::write_atomic(p, report.to_jsonl()?.as_bytes())?;
     }
     Ok(())
 }

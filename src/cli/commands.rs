@@ -42,6 +42,7 @@ pub fn dispatch(cmd: Command) -> Result<()> {
         Command::Info(a) => crate::cli::info_cmd::info(a),
         Command::Bench(a) => crate::cli::bench_cmd::bench(a),
         Command::Convert(a) => convert(a),
+        Command::Plot(a) => crate::cli::plot_cmd::plot(a),
     }
 }
 

@@ -4,15 +4,13 @@
 
 use serde::Serialize;
 
-use crate::backend::{Backend, CpuBackend, TopkRule, TopkScope};
 use crate::cli::commands::print_stats;
 use crate::cli::InfoArgs;
-use crate::compress::format::dense_matrix;
-use crate::compress::rank::{numerical_rank, singular_values_many};
+use crate::compress::rank::{
+    magnitude_pruned_like, model_matrices as matrices, numerical_rank, singular_values_many,
+    RANK_REL_TOL,
+};
 use crate::error::{Error, Result};
-use crate::model::bert::{linear_prefix, slot_shape};
-use crate::model::io::HostTensor;
-use crate::model::weights::read_model_dir;
 
 #[derive(Serialize)]
 struct RankRow {
@@ -22,30 +20,6 @@ struct RankRow {
     rank: usize,
     dense_rank: Option<usize>,
     magnitude_rank: Option<usize>,
-}
-
-/// Names, shapes and dense values of every compressible matrix.
-type Matrices = (Vec<String>, Vec<(usize, usize)>, Vec<Vec<f32>>);
-
-fn matrices(dir: &std::path::Path) -> Result<Matrices> {
-    let (config, tensors, _) = read_model_dir(dir)?;
-    let mut names = Vec::new();
-    let mut shapes = Vec::new();
-    let mut mats = Vec::new();
-    for l in 0..config.num_hidden_layers {
-        for s in 0..6 {
-            let p = linear_prefix(l, s);
-            let (o, i) = slot_shape(&config, s);
-            let w = match tensors.get(&format!("{p}.weight")) {
-                Some(t) => HostTensor::as_f32(t, &p)?.to_vec(),
-                None => dense_matrix(&tensors, &p, o, i)?,
-            };
-            names.push(p);
-            shapes.push((o, i));
-            mats.push(w);
-        }
-    }
-    Ok((names, shapes, mats))
 }
 
 pub fn info(a: InfoArgs) -> Result<()> {
@@ -73,7 +47,6 @@ pub fn info(a: InfoArgs) -> Result<()> {
         }
         None => None,
     };
-    let be = CpuBackend::new();
     let mut rows = Vec::new();
     let mut dense_ranks = Vec::new();
     let mut mag_ranks = Vec::new();
@@ -84,26 +57,17 @@ pub fn info(a: InfoArgs) -> Result<()> {
             .map(|(m, &(o, i))| (&m[..], o, i))
             .collect();
         for s in singular_values_many(&drefs)? {
-            dense_ranks.push(numerical_rank(&s, 1e-3));
+            dense_ranks.push(numerical_rank(&s, RANK_REL_TOL));
         }
         // Magnitude pruning of the dense matrix at the compressed one's density.
-        let mut pruned = Vec::new();
-        for ((w, m), &(o, i)) in dm.iter().zip(&mats).zip(&shapes) {
-            let k = m.iter().filter(|&&v| v != 0.0).count();
-            let t = be.from_f32(w, &[o, i])?;
-            let th = be.topk_threshold(&[&t], k, TopkRule::ExactK, TopkScope::Entries, true)?;
-            let mut mask = be.zeros(&[o, i], crate::backend::DType::U8)?;
-            let mut wt = be.from_f32(w, &[o, i])?;
-            be.topk_apply(&[&t], &th, &mut [&mut mask], &mut [&mut wt])?;
-            pruned.push(be.to_f32(&wt)?);
-        }
+        let pruned = magnitude_pruned_like(dm, &mats, &shapes)?;
         let prefs: Vec<(&[f32], usize, usize)> = pruned
             .iter()
             .zip(&shapes)
             .map(|(m, &(o, i))| (&m[..], o, i))
             .collect();
         for s in singular_values_many(&prefs)? {
-            mag_ranks.push(numerical_rank(&s, 1e-3));
+            mag_ranks.push(numerical_rank(&s, RANK_REL_TOL));
         }
     }
     for (idx, name) in names.iter().enumerate() {
@@ -112,7 +76,7 @@ pub fn info(a: InfoArgs) -> Result<()> {
             matrix: name.clone(),
             shape: [o, i],
             density: mats[idx].iter().filter(|&&v| v != 0.0).count() as f64 / (o * i) as f64,
-            rank: numerical_rank(&svals[idx], 1e-3),
+            rank: numerical_rank(&svals[idx], RANK_REL_TOL),
             dense_rank: dense_ranks.get(idx).copied(),
             magnitude_rank: mag_ranks.get(idx).copied(),
         });

@@ -5,6 +5,7 @@ pub mod commands;
 pub mod compress_cmd;
 pub mod config;
 pub mod info_cmd;
+pub mod plot_cmd;
 
 use std::path::PathBuf;
 
@@ -40,6 +41,8 @@ pub enum Command {
     Bench(BenchArgs),
     /// Convert a model's weights to f16 / bf16 / f32 (e.g. to carry an F16 copy).
     Convert(ConvertArgs),
+    /// Pictures (PNG / SVG): training curves of runs, singular-value spectra, a kernel roofline.
+    Plot(plot_cmd::PlotArgs),
 }
 
 /// Data, training and run options shared by `finetune` and `compress`. Every
@@ -292,9 +295,13 @@ pub struct BenchArgs {
     pub batch: usize,
     #[arg(long, default_value_t = 128)]
     pub seq: usize,
-    /// Also write the results as JSON lines here.
+    /// Also write the results here (kernels: one JSON object; train: JSON lines).
     #[arg(long)]
     pub json: Option<PathBuf>,
+    /// kernels: also write JSON lines (the ceilings, then one line per kernel
+    /// with FLOPs, bytes and seconds) here: the input of `lpaf plot --roofline`.
+    #[arg(long)]
+    pub jsonl: Option<PathBuf>,
 }
 
 #[derive(Args, Debug)]

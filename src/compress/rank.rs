@@ -7,7 +7,62 @@ use std::collections::BinaryHeap;
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
+use crate::backend::{Backend, CpuBackend, DType, TopkRule, TopkScope};
+use crate::compress::format::dense_matrix;
 use crate::error::{Error, Result};
+use crate::model::bert::{linear_prefix, slot_shape};
+use crate::model::io::HostTensor;
+use crate::model::weights::read_model_dir;
+
+/// The relative threshold of the numerical rank (SPEC §4.1).
+pub const RANK_REL_TOL: f64 = 1e-3;
+
+/// Names, shapes and dense values of every compressible matrix of a model.
+pub type Matrices = (Vec<String>, Vec<(usize, usize)>, Vec<Vec<f32>>);
+
+/// Every compressible matrix of the model directory `dir` (dense or
+/// compressed; a compressed matrix is rebuilt as `U·V + S`), layer by layer.
+pub fn model_matrices(dir: &std::path::Path) -> Result<Matrices> {
+    let (config, tensors, _) = read_model_dir(dir)?;
+    let mut names = Vec::new();
+    let mut shapes = Vec::new();
+    let mut mats = Vec::new();
+    for l in 0..config.num_hidden_layers {
+        for s in 0..6 {
+            let p = linear_prefix(l, s);
+            let (o, i) = slot_shape(&config, s);
+            let w = match tensors.get(&format!("{p}.weight")) {
+                Some(t) => HostTensor::as_f32(t, &p)?.to_vec(),
+                None => dense_matrix(&tensors, &p, o, i)?,
+            };
+            names.push(p);
+            shapes.push((o, i));
+            mats.push(w);
+        }
+    }
+    Ok((names, shapes, mats))
+}
+
+/// Magnitude pruning of each `dense[i]` to the non-zero count of `like[i]`
+/// (the same density per matrix), on the CPU backend.
+pub fn magnitude_pruned_like(
+    dense: &[Vec<f32>],
+    like: &[Vec<f32>],
+    shapes: &[(usize, usize)],
+) -> Result<Vec<Vec<f32>>> {
+    let be = CpuBackend::new();
+    let mut pruned = Vec::new();
+    for ((w, m), &(o, i)) in dense.iter().zip(like).zip(shapes) {
+        let k = m.iter().filter(|&&v| v != 0.0).count();
+        let t = be.from_f32(w, &[o, i])?;
+        let th = be.topk_threshold(&[&t], k, TopkRule::ExactK, TopkScope::Entries, true)?;
+        let mut mask = be.zeros(&[o, i], DType::U8)?;
+        let mut wt = be.from_f32(w, &[o, i])?;
+        be.topk_apply(&[&t], &th, &mut [&mut mask], &mut [&mut wt])?;
+        pruned.push(be.to_f32(&wt)?);
+    }
+    Ok(pruned)
+}
 
 /// Singular values (descending) of a row-major `rows × cols` matrix, in f64.
 pub fn singular_values(data: &[f32], rows: usize, cols: usize) -> Result<Vec<f64>> {

@@ -13,5 +13,6 @@ mod gpu_step;
 mod kernels_cpu;
 mod kernels_gpu;
 mod model;
+mod plot;
 mod robustness;
 mod train;
