@@ -39,9 +39,11 @@ fn finetune(a: RunArgs) -> Result<()> {
     };
     a.common.apply(&mut table)?;
     let cfg: FinetuneConfig = table.parse()?;
+    cfg.train.validate()?;
     let quiet = a.common.quiet;
-    let be = backend(cfg.device, quiet)?;
     let model_dir = model_path(&cfg.model);
+    check_model_config(&model_dir, cfg.data.max_seq_len)?;
+    let be = backend(cfg.device, quiet)?;
     let (_tok, data) = load_data(&model_dir, &cfg.data, cfg.train.max_train_rows)?;
     let (mut model, report) = load_model_dir(
         be.as_ref(),
@@ -111,6 +113,7 @@ fn eval(a: EvalArgs) -> Result<()> {
         ..TaskSpec::default()
     };
     let model_dir = model_path(&a.model);
+    check_model_config(&model_dir, a.max_seq_len)?;
     let (_tok, data) = load_data(&model_dir, &spec, None)?;
     let dev = data.dev.as_ref().ok_or_else(|| {
         Error::msg(
@@ -199,6 +202,15 @@ fn convert(a: ConvertArgs) -> Result<()> {
         format
     );
     Ok(())
+}
+
+/// Reads the model's config.json (model type, sizes) and checks the
+/// requested sequence length against it before any data or weights load.
+fn check_model_config(model_dir: &Path, max_seq_len: Option<usize>) -> Result<()> {
+    let root = model_root(model_dir)?;
+    let p = root.join("config.json");
+    let c = crate::model::config::BertConfig::load(&p)?;
+    c.check_max_seq_len(max_seq_len, &p)
 }
 
 /// Shared by `info`: the statistics table of a model directory.

@@ -7,12 +7,10 @@ use serde::Serialize;
 use crate::backend::{Backend, CpuBackend, TopkRule, TopkScope};
 use crate::cli::commands::print_stats;
 use crate::cli::InfoArgs;
-use crate::compress::format::dense_matrix;
+use crate::compress::format::{dense_matrix, validate_dir};
 use crate::compress::rank::{numerical_rank, singular_values_many};
 use crate::error::{Error, Result};
 use crate::model::bert::{linear_prefix, slot_shape};
-use crate::model::io::HostTensor;
-use crate::model::weights::read_model_dir;
 
 #[derive(Serialize)]
 struct RankRow {
@@ -28,7 +26,8 @@ struct RankRow {
 type Matrices = (Vec<String>, Vec<(usize, usize)>, Vec<Vec<f32>>);
 
 fn matrices(dir: &std::path::Path) -> Result<Matrices> {
-    let (config, tensors, _) = read_model_dir(dir)?;
+    let v = validate_dir(dir)?;
+    let (config, tensors) = (v.config, v.tensors);
     let mut names = Vec::new();
     let mut shapes = Vec::new();
     let mut mats = Vec::new();
@@ -36,10 +35,7 @@ fn matrices(dir: &std::path::Path) -> Result<Matrices> {
         for s in 0..6 {
             let p = linear_prefix(l, s);
             let (o, i) = slot_shape(&config, s);
-            let w = match tensors.get(&format!("{p}.weight")) {
-                Some(t) => HostTensor::as_f32(t, &p)?.to_vec(),
-                None => dense_matrix(&tensors, &p, o, i)?,
-            };
+            let w = dense_matrix(&tensors, &p, o, i)?;
             names.push(p);
             shapes.push((o, i));
             mats.push(w);
