@@ -12,6 +12,7 @@
 //! - [`compress`]: the compression methods, recipes and export.
 //! - [`bench`]: `lpaf bench kernels` and `lpaf bench train`.
 //! - [`cli`]: the `lpaf` command.
+//! - [`out`]: standard output that ends quietly on a closed pipe (used by every layer that prints).
 
 pub mod backend;
 pub mod bench;
@@ -22,6 +23,7 @@ pub mod device;
 pub mod error;
 pub mod kernels;
 pub mod model;
+pub mod out;
 pub mod train;
 
 pub use error::{Error, Result};

@@ -85,13 +85,13 @@ fn finetune(a: RunArgs) -> Result<()> {
         &summary,
         json!({"command": "finetune", "device": be.name(), "config": cfg}),
     )?;
-    println!("{}", run::final_line(&summary));
-    println!(
+    crate::outln!("{}", run::final_line(&summary))?;
+    crate::outln!(
         "models: {} (best), {} (final); log: {}",
         cfg.output.join("best").display(),
         cfg.output.join("final").display(),
         cfg.output.join("log.jsonl").display()
-    );
+    )?;
     Ok(())
 }
 
@@ -138,9 +138,9 @@ fn eval(a: EvalArgs) -> Result<()> {
         a.batch_size,
         precision,
     )?;
-    println!("{}: {}", dev.name, r.summary());
+    crate::outln!("{}: {}", dev.name, r.summary())?;
     if let Some(l) = r.loss {
-        println!("loss {l:.4}");
+        crate::outln!("loss {l:.4}")?;
     }
     if let Some(p) = &a.json {
         let v =
@@ -158,10 +158,10 @@ fn export(a: ExportArgs) -> Result<()> {
     }
     let be = crate::backend::CpuBackend::new();
     export_dense(&be, &a.input, &a.output)?;
-    println!(
+    crate::outln!(
         "wrote {} (W = U·V + S, loadable by transformers)",
         a.output.display()
-    );
+    )?;
     Ok(())
 }
 
@@ -195,12 +195,12 @@ fn convert(a: ConvertArgs) -> Result<()> {
             std::fs::copy(&p, a.output.join(&name)).map_err(|e| Error::io(&p, e))?;
         }
     }
-    println!(
+    crate::outln!(
         "wrote {} ({} tensors as {:?})",
         a.output.display(),
         tensors.len(),
         format
-    );
+    )?;
     Ok(())
 }
 
@@ -217,12 +217,12 @@ fn check_model_config(model_dir: &Path, max_seq_len: Option<usize>) -> Result<()
 pub fn print_stats(dir: &Path, as_json: bool) -> Result<()> {
     let (m, t) = recount(dir)?;
     if as_json {
-        println!(
+        crate::outln!(
             "{}",
             serde_json::to_string_pretty(&json!({"matrices": m, "total": t}))?
-        );
+        )?;
     } else {
-        print!("{}", stats_table(&m, &t));
+        crate::out!("{}", stats_table(&m, &t))?;
     }
     Ok(())
 }

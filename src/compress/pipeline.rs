@@ -347,7 +347,7 @@ pub fn run_recipe(
         recipe_json,
     )?;
     if !quiet {
-        print!("{}", stats_table(&info.matrices, &info.total));
+        crate::out!("{}", stats_table(&info.matrices, &info.total))?;
     }
     outcome(be, &mut model, recipe, &data, &t, &info, stages)
 }
