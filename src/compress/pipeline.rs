@@ -473,6 +473,14 @@ pub fn check_budgets(recipe: &Recipe, config: &crate::model::config::BertConfig)
     match recipe.method {
         Method::Svd => {
             if let Some(r) = recipe.svd.rank {
+                for (k, &(o, i)) in shapes.iter().enumerate() {
+                    if r > o.min(i) {
+                        return Err(Error::msg(format!(
+                            "svd.rank: rank {r} is larger than matrix {} ({o}×{i})",
+                            linear_prefix(k / 6, k % 6)
+                        )));
+                    }
+                }
                 let k = frac(&|o, i| r.min(o.min(i)));
                 if over(k) {
                     return Err(Error::msg(format!(
@@ -496,7 +504,7 @@ pub fn check_budgets(recipe: &Recipe, config: &crate::model::config::BertConfig)
             };
             if over(low) {
                 return Err(Error::msg(format!(
-                    "{what}: the low-rank part alone keeps {low:.4} of the parameters, more than \
+                    "impossible budget: {what}: the low-rank part alone keeps {low:.4} of the parameters, more than \
                      target.kept_ratio = {target}; lower it or raise the target"
                 )));
             }
