@@ -124,6 +124,10 @@ fn check_csr(
             a <= b,
             "tensor '{pn}' decreases at row {r} ({a} then {b})"
         );
+        ensure!(
+            a >= 0 && b <= nnz as i64,
+            "tensor '{pn}': row {r} spans {a}..{b}, outside the {nnz} values"
+        );
         let mut prev = -1i64;
         for &c in &idx[a as usize..b as usize] {
             ensure!(

@@ -384,3 +384,27 @@ fn unterminated_quotes_and_extra_fields_name_the_line() {
     let e = lpaf::data::read_polarity(&p6).unwrap_err().to_string();
     assert!(e.contains("polarity.csv:3:"), "{e}");
 }
+
+/// The two panics the fuzzer found in the tokenizers crate, now errors
+/// naming the file: a syntax error inside `decoder`, and a template that
+/// uses a special token `special_tokens` does not define.
+#[test]
+fn malformed_tokenizer_json_is_an_error_not_a_panic() {
+    let d = tempfile::tempdir().unwrap();
+    let src = std::fs::read_to_string(crate::common::fixture("tiny-bert-cls/tokenizer.json")).unwrap();
+    let mut v: serde_json::Value = serde_json::from_str(&src).unwrap();
+    // The unmodified file loads (the check is not over-eager).
+    std::fs::write(d.path().join("tokenizer.json"), &src).unwrap();
+    lpaf::data::Tokenizer::from_dir(d.path()).unwrap();
+    let cut = src.find("\"decoder\"").expect("fixture has a decoder") + 20;
+    std::fs::write(d.path().join("tokenizer.json"), &src[..cut]).unwrap();
+    let e = lpaf::data::Tokenizer::from_dir(d.path()).err().expect("accepted").to_string();
+    assert!(e.contains("tokenizer.json") && e.contains("malformed"), "{e}");
+    v["post_processor"]["special_tokens"]
+        .as_object_mut()
+        .unwrap()
+        .remove("[CLS]");
+    std::fs::write(d.path().join("tokenizer.json"), v.to_string()).unwrap();
+    let e = lpaf::data::Tokenizer::from_dir(d.path()).err().expect("accepted").to_string();
+    assert!(e.contains("tokenizer.json") && e.contains("`[CLS]`"), "{e}");
+}
