@@ -23,4 +23,6 @@ case "${LPAF_GPU_TESTS:-emulated}" in
     none) echo "test.sh: GPU tests left out (LPAF_GPU_TESTS=none)" ;;
     *) echo "test.sh: LPAF_GPU_TESTS must be emulated, real or none" >&2; exit 2 ;;
 esac
+# About a minute of structured fuzzing over every loader (no panic, hang or unbounded allocation).
+bash scripts/fuzz.sh --short
 cargo test --benches --no-run

@@ -13,6 +13,7 @@
 //! - [`bench`]: `lpaf bench kernels` and `lpaf bench train`.
 //! - [`plot`]: `lpaf plot` (training curves, spectra, rooflines; PNG / SVG).
 //! - [`cli`]: the `lpaf` command.
+//! - [`out`]: standard output that ends quietly on a closed pipe (used by every layer that prints).
 
 pub mod backend;
 pub mod bench;
@@ -24,6 +25,7 @@ pub mod error;
 pub mod fault; // crash points for the crash tests (docs/robustness.md)
 pub mod kernels;
 pub mod model;
+pub mod out;
 pub mod plot;
 pub mod train;
 

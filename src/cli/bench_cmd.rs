@@ -11,6 +11,9 @@ use crate::train::run::backend;
 
 pub fn bench(a: BenchArgs) -> Result<()> {
     let choice: DeviceChoice = a.device.parse()?;
+    if a.repeats == 0 || a.repeats > 10_000 {
+        return Err(Error::msg(format!("--repeats {}: must be in 1..=10000", a.repeats)));
+    }
     match a.what.as_str() {
         "train" => bench_train(a, choice),
         "kernels" => bench_kernels(a, choice),
@@ -22,7 +25,51 @@ pub fn bench(a: BenchArgs) -> Result<()> {
 
 /// MiniLM-L6's shape (random weights).
 pub fn minilm_config() -> BertConfig {
-    BertConfig::tiny(30522, 384, 6, 12, 1536)
+    let mut c = BertConfig::tiny(30522, 384, 6, 12, 1536);
+    c.max_position_embeddings = 512;
+    c
+}
+
+/// The largest `--scale` of `bench kernels`: 4× BERT-base's sizes.
+pub const MAX_KERNEL_SCALE: f64 = 4.0;
+/// The largest `--batch` of `bench train`.
+pub const MAX_BENCH_BATCH: usize = 4096;
+
+/// Total memory of this machine in bytes (Linux `/proc/meminfo`), if known.
+fn machine_memory() -> Option<u64> {
+    let text = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = text.lines().find(|l| l.starts_with("MemTotal:"))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
+}
+
+/// A rough upper estimate of what one training step of `config` at
+/// `batch × seq` keeps (fp32): weights with gradients and two AdamW moments,
+/// and per layer the activations saved for the backward pass.
+pub fn train_step_bytes(config: &BertConfig, batch: usize, seq: usize) -> f64 {
+    let (h, f, l) = (
+        config.hidden_size as f64,
+        config.intermediate_size as f64,
+        config.num_hidden_layers as f64,
+    );
+    let heads = config.num_attention_heads as f64;
+    let weights = config.vocab_size as f64 * h + l * (4.0 * h * h + 2.0 * h * f);
+    let tokens = (batch * seq) as f64;
+    let per_layer = tokens * (12.0 * h + 3.0 * f) + 3.0 * batch as f64 * heads * (seq * seq) as f64;
+    4.0 * (4.0 * weights + l * per_layer)
+}
+
+fn check_memory(what: &str, bytes: f64) -> Result<()> {
+    if let Some(m) = machine_memory() {
+        if bytes > m as f64 {
+            return Err(Error::msg(format!(
+                "{what} needs about {:.1} GiB, more than this machine's {:.1} GiB: lower it",
+                bytes / (1u64 << 30) as f64,
+                m as f64 / (1u64 << 30) as f64
+            )));
+        }
+    }
+    Ok(())
 }
 
 fn bench_train(a: BenchArgs, choice: DeviceChoice) -> Result<()> {
@@ -46,7 +93,7 @@ fn bench_train(a: BenchArgs, choice: DeviceChoice) -> Result<()> {
     } else {
         a.size.clone()
     };
-    let mut config = match size.as_str() {
+    let config = match size.as_str() {
         "base" => BertConfig::base(),
         "minilm" => minilm_config(),
         // BERT-base's structure (12 layers, 12 heads, the vocabulary) at a
@@ -65,7 +112,21 @@ fn bench_train(a: BenchArgs, choice: DeviceChoice) -> Result<()> {
              (base-structure = 12 layers, 12 heads, hidden 192, intermediate 768)"
         );
     }
-    config.max_position_embeddings = config.max_position_embeddings.max(a.seq);
+    // Refused before anything is allocated: a sequence longer than the
+    // model's position embeddings, an absurd batch, or a step that would
+    // not fit in this machine's memory.
+    if a.seq == 0 || a.seq > config.max_position_embeddings {
+        return Err(Error::msg(format!(
+            "--seq {}: must be in 1..={} (the {size} model's max_position_embeddings)",
+            a.seq, config.max_position_embeddings
+        )));
+    }
+    if a.batch == 0 || a.batch > MAX_BENCH_BATCH {
+        return Err(Error::msg(format!(
+            "--batch {}: must be in 1..={MAX_BENCH_BATCH}",
+            a.batch
+        )));
+    }
     let precisions: Vec<Precision> = if a.precisions.is_empty() {
         if emulated {
             // TF32 has fp32's structure: the same counts.
@@ -93,6 +154,13 @@ fn bench_train(a: BenchArgs, choice: DeviceChoice) -> Result<()> {
     } else {
         (a.batch.min(8), a.seq.min(64))
     };
+    if !gpu {
+        // Host memory; on a GPU the device reports an allocation it cannot make.
+        check_memory(
+            &format!("--batch {batch} --seq {seq}"),
+            train_step_bytes(&config, batch, seq),
+        )?;
+    }
     let o = TrainBenchOptions {
         config,
         size_name: format!("{size} (b{batch}×s{seq})"),
@@ -116,7 +184,7 @@ fn bench_train(a: BenchArgs, choice: DeviceChoice) -> Result<()> {
         },
     };
     let rows = train::run(be.as_ref(), &o, &mut |m| eprintln!("{m}"))?;
-    print!("{}", train::table(&rows));
+    crate::out!("{}", train::table(&rows))?;
     if let Some(p) = &a.json {
         let mut s = String::new();
         for r in &rows {
@@ -132,13 +200,21 @@ fn bench_kernels(a: BenchArgs, choice: DeviceChoice) -> Result<()> {
     let be = backend(choice, false)?;
     let gpu = be.kind() == DeviceKind::Cuda;
     // The CPU runs BERT-base-sized problems for minutes: default to a tenth.
+    if !(a.scale.is_finite() && a.scale > 0.0 && a.scale <= MAX_KERNEL_SCALE) {
+        return Err(Error::msg(format!(
+            "--scale {}: must be a number in (0, {MAX_KERNEL_SCALE}] (1 = BERT-base's sizes)",
+            a.scale
+        )));
+    }
     let scale = if !gpu && a.scale == 1.0 {
         0.05
     } else {
         a.scale
     };
-    if scale <= 0.0 {
-        return Err(Error::msg(format!("--scale {scale}: must be positive")));
+    // BERT-base's 85 M encoder weights scale linearly; the benchmarks keep
+    // about a dozen f32 copies of them (weights, scores, moments, masks).
+    if !gpu {
+        check_memory(&format!("--scale {scale}"), 85e6 * scale * 4.0 * 12.0)?;
     }
     let opts = KernelBenchOptions {
         scale,
@@ -149,7 +225,7 @@ fn bench_kernels(a: BenchArgs, choice: DeviceChoice) -> Result<()> {
         eprintln!("note: CPU run at scale {scale} (the goals are for an H100 at scale 1)");
     }
     let report = kernels::run(be.as_ref(), &opts)?;
-    print!("{report}");
+    crate::out!("{report}")?;
     if let Some(p) = &a.json {
         crate::model::io::write_atomic(p, serde_json::to_string_pretty(&report)?.as_bytes())?;
     }

@@ -53,11 +53,13 @@ fn finetune(a: RunArgs) -> Result<()> {
     };
     a.common.apply(&mut table)?;
     let cfg: FinetuneConfig = table.parse()?;
+    cfg.train.validate()?;
     let quiet = a.common.quiet;
+    let model_dir = model_path(&cfg.model);
+    check_model_config(&model_dir, cfg.data.max_seq_len)?;
     let _lock = claim_output(&cfg.output, &a.common)?;
     crate::train::rundir::write_data_split(&cfg.output, cfg.data.dev_split, cfg.data.split_seed)?;
     let be = backend(cfg.device, quiet)?;
-    let model_dir = model_path(&cfg.model);
     let (_tok, data) = load_data(&model_dir, &cfg.data, cfg.train.max_train_rows)?;
     let (mut model, report) = load_model_dir(
         be.as_ref(),
@@ -99,13 +101,13 @@ fn finetune(a: RunArgs) -> Result<()> {
         &summary,
         json!({"command": "finetune", "device": be.name(), "config": cfg}),
     )?;
-    println!("{}", run::final_line(&summary));
-    println!(
+    crate::outln!("{}", run::final_line(&summary))?;
+    crate::outln!(
         "models: {} (best), {} (final); log: {}",
         cfg.output.join("best").display(),
         cfg.output.join("final").display(),
         cfg.output.join("log.jsonl").display()
-    );
+    )?;
     Ok(())
 }
 
@@ -146,6 +148,7 @@ fn eval(a: EvalArgs) -> Result<()> {
             spec.labels = crate::data::table::LabelSpec::Names(names.clone());
         }
     }
+    check_model_config(&model_dir, a.max_seq_len)?;
     let be = backend(choice, false)?;
     let (_tok, data) = load_data(&model_dir, &spec, None)
         .map_err(|e| match &model_labels {
@@ -196,9 +199,9 @@ fn eval(a: EvalArgs) -> Result<()> {
             model_dir.display()
         )));
     }
-    println!("{}: {}", dev.name, r.summary());
+    crate::outln!("{}: {}", dev.name, r.summary())?;
     if let Some(l) = r.loss {
-        println!("loss {l:.4}");
+        crate::outln!("loss {l:.4}")?;
     }
     if let Some(p) = &a.json {
         let v =
@@ -278,10 +281,10 @@ fn export(a: ExportArgs) -> Result<()> {
     let be = crate::backend::CpuBackend::new();
     crate::train::checkpoint::write_dir_atomic(&a.output, |tmp| export_dense(&be, &a.input, tmp))
         .map_err(|e| Error::msg(format!("exporting {}: {e}", a.input.display())))?;
-    println!(
+    crate::outln!(
         "wrote {} (W = U·V + S, loadable by transformers)",
         a.output.display()
-    );
+    )?;
     Ok(())
 }
 
@@ -320,25 +323,34 @@ fn convert(a: ConvertArgs) -> Result<()> {
         }
         Ok(())
     })?;
-    println!(
+    crate::outln!(
         "wrote {} ({} tensors as {:?})",
         a.output.display(),
         tensors.len(),
         format
-    );
+    )?;
     Ok(())
+}
+
+/// Reads the model's config.json (model type, sizes) and checks the
+/// requested sequence length against it before any data or weights load.
+fn check_model_config(model_dir: &Path, max_seq_len: Option<usize>) -> Result<()> {
+    let root = model_root(model_dir)?;
+    let p = root.join("config.json");
+    let c = crate::model::config::BertConfig::load(&p)?;
+    c.check_max_seq_len(max_seq_len, &p)
 }
 
 /// Shared by `info`: the statistics table of a model directory.
 pub fn print_stats(dir: &Path, as_json: bool) -> Result<()> {
     let (m, t) = recount(dir)?;
     if as_json {
-        println!(
+        crate::outln!(
             "{}",
             serde_json::to_string_pretty(&json!({"matrices": m, "total": t}))?
-        );
+        )?;
     } else {
-        print!("{}", stats_table(&m, &t));
+        crate::out!("{}", stats_table(&m, &t))?;
     }
     Ok(())
 }

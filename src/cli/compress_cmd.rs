@@ -30,12 +30,12 @@ pub fn compress(a: CompressArgs) -> Result<()> {
     let be = backend(recipe.device, a.common.quiet)?;
     let o = run_recipe(be.as_ref(), &recipe, a.common.resume, a.common.quiet)?;
     if o.stopped {
-        println!(
+        crate::outln!(
             "{}: stopped after {} steps (train.stop_after); continue with --resume (checkpoint in {})",
             o.method,
             o.steps,
             recipe.output.display()
-        );
+        )?;
         return Ok(());
     }
     let metrics: Vec<String> = o
@@ -43,7 +43,7 @@ pub fn compress(a: CompressArgs) -> Result<()> {
         .iter()
         .map(|(k, v)| format!("{k} {v:.4}"))
         .collect();
-    println!(
+    crate::outln!(
         "{}: kept ratio {:.4}; dev {}; {} steps in {:.1} s ({:.1} samples/s); model: {}",
         o.method,
         o.kept_ratio,
@@ -56,6 +56,6 @@ pub fn compress(a: CompressArgs) -> Result<()> {
         o.train_seconds,
         o.samples_per_second,
         o.output.display()
-    );
+    )?;
     Ok(())
 }

@@ -82,14 +82,14 @@ pub fn info(a: InfoArgs) -> Result<()> {
         });
     }
     if a.json {
-        println!("{}", serde_json::to_string_pretty(&rows)?);
+        crate::outln!("{}", serde_json::to_string_pretty(&rows)?)?;
         return Ok(());
     }
-    println!("numerical rank = singular values above 1e-3·σ_max");
-    println!("| matrix | shape | density | rank | dense rank | magnitude-pruned rank |\n|---|---|---|---|---|---|");
+    crate::outln!("numerical rank = singular values above 1e-3·σ_max")?;
+    crate::outln!("| matrix | shape | density | rank | dense rank | magnitude-pruned rank |\n|---|---|---|---|---|---|")?;
     for r in &rows {
         let opt = |v: Option<usize>| v.map(|x| x.to_string()).unwrap_or_else(|| "–".into());
-        println!(
+        crate::outln!(
             "| {} | {}×{} | {:.3} | {} | {} | {} |",
             r.matrix.trim_start_matches("bert.encoder."),
             r.shape[0],
@@ -98,7 +98,7 @@ pub fn info(a: InfoArgs) -> Result<()> {
             r.rank,
             opt(r.dense_rank),
             opt(r.magnitude_rank)
-        );
+        )?;
     }
     let mean = |f: &dyn Fn(&RankRow) -> Option<usize>| {
         let v: Vec<f64> = rows
@@ -111,7 +111,7 @@ pub fn info(a: InfoArgs) -> Result<()> {
             Some(v.iter().sum::<f64>() / v.len() as f64)
         }
     };
-    println!(
+    crate::outln!(
         "mean rank / full rank: this model {:.3}{}{}",
         mean(&|r| Some(r.rank)).unwrap_or(0.0),
         mean(&|r| r.dense_rank)
@@ -120,6 +120,6 @@ pub fn info(a: InfoArgs) -> Result<()> {
         mean(&|r| r.magnitude_rank)
             .map(|v| format!(", magnitude-pruned {v:.3}"))
             .unwrap_or_default()
-    );
+    )?;
     Ok(())
 }

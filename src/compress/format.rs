@@ -18,6 +18,7 @@ use crate::compress::layers::{
 };
 use crate::data::TaskKind;
 use crate::error::{Error, Result, ResultExt};
+use crate::{bail, ensure};
 use crate::model::bert::{linear_prefix, slot_shape, take, Bert, LinearFactory};
 use crate::model::config::BertConfig;
 use crate::model::io::{
@@ -63,12 +64,196 @@ pub struct CompressionInfo {
     pub total: TotalStats,
 }
 
-fn shape_of(tensors: &BTreeMap<String, HostTensor>, name: &str) -> Option<Vec<usize>> {
-    tensors.get(name).map(|t| t.shape.clone())
+/// The stored parts of one compressible matrix, after validation.
+struct Parts {
+    form: &'static str,
+    rank: usize,
+    nnz: usize,
+}
+
+/// Checks that `t` is a 1-D integer tensor and returns its values.
+fn int_vector(tensors: &BTreeMap<String, HostTensor>, name: &str) -> Result<Vec<i64>> {
+    let t = &tensors[name];
+    if t.shape.len() != 1 {
+        bail!("tensor '{name}' has shape {:?}, expected one dimension", t.shape);
+    }
+    t.as_i64(name)
+}
+
+/// Validates the CSR triple of `prefix` against an `out × inp` matrix:
+/// values and column indices of one length, `out + 1` row pointers from 0 to
+/// nnz, non-decreasing, and column indices in range, strictly increasing
+/// (sorted, no duplicates) within each row. Returns nnz.
+fn check_csr(
+    tensors: &BTreeMap<String, HostTensor>,
+    prefix: &str,
+    out: usize,
+    inp: usize,
+) -> Result<usize> {
+    let vn = format!("{prefix}.sparse_values");
+    let iname = format!("{prefix}.sparse_indices");
+    let pn = format!("{prefix}.sparse_indptr");
+    let vals = &tensors[&vn];
+    if vals.shape.len() != 1 {
+        bail!("tensor '{vn}' has shape {:?}, expected [nnz]", vals.shape);
+    }
+    vals.as_f32(&vn)?;
+    let nnz = vals.shape[0];
+    let idx = int_vector(tensors, &iname)?;
+    let ptr = int_vector(tensors, &pn)?;
+    ensure!(
+        idx.len() == nnz,
+        "tensor '{iname}' has {} entries but '{vn}' has {nnz}",
+        idx.len()
+    );
+    ensure!(
+        ptr.len() == out + 1,
+        "tensor '{pn}' has {} entries, expected {} (rows + 1)",
+        ptr.len(),
+        out + 1
+    );
+    ensure!(ptr[0] == 0, "tensor '{pn}' starts at {}, not 0", ptr[0]);
+    ensure!(
+        ptr[out] == nnz as i64,
+        "tensor '{pn}' ends at {}, but there are {nnz} values",
+        ptr[out]
+    );
+    for r in 0..out {
+        let (a, b) = (ptr[r], ptr[r + 1]);
+        ensure!(
+            a <= b,
+            "tensor '{pn}' decreases at row {r} ({a} then {b})"
+        );
+        ensure!(
+            a >= 0 && b <= nnz as i64,
+            "tensor '{pn}': row {r} spans {a}..{b}, outside the {nnz} values"
+        );
+        let mut prev = -1i64;
+        for &c in &idx[a as usize..b as usize] {
+            ensure!(
+                c >= 0 && (c as usize) < inp,
+                "tensor '{iname}': column index {c} at row {r} is outside 0..{inp}"
+            );
+            ensure!(
+                c > prev,
+                "tensor '{iname}': column indices of row {r} are not sorted and unique ({prev} then {c})"
+            );
+            prev = c;
+        }
+    }
+    Ok(nnz)
+}
+
+/// Validates the stored form of one matrix: which parts exist, their shapes
+/// and dtypes, and the CSR structure. Every part a form needs must be there;
+/// parts of two forms at once are refused.
+fn check_matrix(
+    tensors: &BTreeMap<String, HostTensor>,
+    prefix: &str,
+    out: usize,
+    inp: usize,
+) -> Result<Parts> {
+    let has = |s: &str| tensors.contains_key(&format!("{prefix}.{s}"));
+    let bias = format!("{prefix}.bias");
+    match tensors.get(&bias) {
+        Some(b) if b.shape == [out] => {}
+        Some(b) => bail!("tensor '{bias}' has shape {:?}, expected [{out}]", b.shape),
+        None => bail!("tensor '{bias}' is missing"),
+    }
+    let compressed = [
+        "lowrank_u",
+        "lowrank_v",
+        "sparse_values",
+        "sparse_indices",
+        "sparse_indptr",
+    ];
+    if has("weight") {
+        let w = format!("{prefix}.weight");
+        let t = &tensors[&w];
+        ensure!(
+            t.shape == [out, inp],
+            "tensor '{w}' has shape {:?}, expected [{out}, {inp}]",
+            t.shape
+        );
+        t.as_f32(&w)?;
+        if let Some(c) = compressed.iter().find(|c| has(c)) {
+            bail!("matrix '{prefix}' has both '.weight' and '.{c}': one stored form only");
+        }
+        return Ok(Parts {
+            form: "dense",
+            rank: out.min(inp),
+            nnz: out * inp,
+        });
+    }
+    let rank = match (has("lowrank_u"), has("lowrank_v")) {
+        (false, false) => None,
+        (true, false) => bail!("tensor '{prefix}.lowrank_v' is missing (its '.lowrank_u' is there)"),
+        (false, true) => bail!("tensor '{prefix}.lowrank_u' is missing (its '.lowrank_v' is there)"),
+        (true, true) => {
+            let (un, vn) = (format!("{prefix}.lowrank_u"), format!("{prefix}.lowrank_v"));
+            let (u, v) = (&tensors[&un], &tensors[&vn]);
+            ensure!(
+                u.shape.len() == 2 && u.shape[0] == out,
+                "tensor '{un}' has shape {:?}, expected [{out}, rank]",
+                u.shape
+            );
+            let r = u.shape[1];
+            ensure!(
+                r <= out.min(inp),
+                "tensor '{un}' has rank {r}, more than min({out}, {inp})"
+            );
+            ensure!(
+                v.shape == [r, inp],
+                "tensor '{vn}' has shape {:?}, expected [{r}, {inp}] (rank {r} from '{un}')",
+                v.shape
+            );
+            u.as_f32(&un)?;
+            v.as_f32(&vn)?;
+            Some(r)
+        }
+    };
+    let sparse_parts = ["sparse_values", "sparse_indices", "sparse_indptr"];
+    let present = sparse_parts.iter().filter(|s| has(s)).count();
+    let nnz = match present {
+        0 => None,
+        3 => Some(check_csr(tensors, prefix, out, inp)?),
+        _ => {
+            let missing: Vec<String> = sparse_parts
+                .iter()
+                .filter(|s| !has(s))
+                .map(|s| format!("'{prefix}.{s}'"))
+                .collect();
+            bail!(
+                "matrix '{prefix}': CSR part {} missing",
+                missing.join(" and ")
+            );
+        }
+    };
+    Ok(match (rank, nnz) {
+        (Some(r), None) => Parts {
+            form: "lowrank",
+            rank: r,
+            nnz: 0,
+        },
+        (Some(r), Some(n)) => Parts {
+            form: "lowrank+sparse",
+            rank: r,
+            nnz: n,
+        },
+        (None, Some(n)) => Parts {
+            form: "sparse",
+            rank: 0,
+            nnz: n,
+        },
+        (None, None) => bail!(
+            "matrix '{prefix}' has neither '.weight' nor '.lowrank_u'/'.lowrank_v' nor '.sparse_*' tensors"
+        ),
+    })
 }
 
 /// Per-matrix and total storage of the compressible matrices, counted from
-/// the tensors under their stored names.
+/// the tensors under their stored names, after validating every matrix's
+/// parts (see [`check_matrix`]).
 pub fn stats_from_tensors(
     config: &BertConfig,
     tensors: &BTreeMap<String, HostTensor>,
@@ -78,51 +263,26 @@ pub fn stats_from_tensors(
         for slot in 0..6 {
             let prefix = linear_prefix(layer, slot);
             let (o, i) = slot_shape(config, slot);
-            let dense = o * i;
-            let (form, rank, nnz, index_bytes) = if tensors
-                .contains_key(&format!("{prefix}.weight"))
-            {
-                ("dense", o.min(i), dense, 0)
+            let dense = o
+                .checked_mul(i)
+                .ok_or_else(|| Error::msg(format!("matrix '{prefix}': {o}×{i} overflows")))?;
+            let p = check_matrix(tensors, &prefix, o, i)?;
+            let index_bytes = if p.form.contains("sparse") {
+                4 * p.nnz + 4 * (o + 1)
             } else {
-                let rank = match shape_of(tensors, &format!("{prefix}.lowrank_u")) {
-                    Some(s) if s.len() == 2 && s[0] == o => s[1],
-                    Some(s) => {
-                        return Err(Error::msg(format!(
-                            "tensor '{prefix}.lowrank_u' has shape {s:?}, expected [{o}, r]"
-                        )))
-                    }
-                    None => 0,
-                };
-                let has_lr = tensors.contains_key(&format!("{prefix}.lowrank_u"));
-                if has_lr && !tensors.contains_key(&format!("{prefix}.lowrank_v")) {
-                    return Err(Error::msg(format!(
-                        "tensor '{prefix}.lowrank_v' is missing"
-                    )));
-                }
-                let nnz = shape_of(tensors, &format!("{prefix}.sparse_values"))
-                    .map(|s| s.iter().product::<usize>());
-                match (has_lr, nnz) {
-                    (true, None) => ("lowrank", rank, 0, 0),
-                    (true, Some(n)) => ("lowrank+sparse", rank, n, 4 * n + 4 * (o + 1)),
-                    (false, Some(n)) => ("sparse", 0, n, 4 * n + 4 * (o + 1)),
-                    (false, None) => {
-                        return Err(Error::msg(format!(
-                            "matrix '{prefix}' has neither '.weight' nor '.lowrank_u'/'.sparse_values' tensors"
-                        )))
-                    }
-                }
+                0
             };
-            let stored = if form == "dense" {
+            let stored = if p.form == "dense" {
                 dense
             } else {
-                rank * (o + i) + nnz
+                p.rank * (o + i) + p.nnz
             };
             out.push(MatrixStats {
                 name: prefix,
                 shape: [o, i],
-                form: form.to_string(),
-                rank,
-                nnz,
+                form: p.form.to_string(),
+                rank: p.rank,
+                nnz: p.nnz,
                 stored_params: stored,
                 kept_ratio: stored as f64 / dense as f64,
                 index_bytes,
@@ -138,6 +298,93 @@ pub fn stats_from_tensors(
         index_bytes: out.iter().map(|m| m.index_bytes).sum(),
     };
     Ok((out, total))
+}
+
+/// A model directory read and validated: config, tensors (canonical names),
+/// what loading found, the recounted statistics, and `compression.json`
+/// when the directory is compressed.
+pub struct ValidatedDir {
+    pub config: BertConfig,
+    pub tensors: BTreeMap<String, HostTensor>,
+    pub report: LoadReport,
+    pub matrices: Vec<MatrixStats>,
+    pub total: TotalStats,
+    pub info: Option<CompressionInfo>,
+}
+
+/// The one validator of the compressed format (used by eval, info, export
+/// and loading): every matrix has all the parts of one stored form with
+/// consistent shapes and a well-formed CSR part, and a compressed directory
+/// (any matrix not dense, or `lpaf_compressed` in config.json) has a
+/// `compression.json` that parses and equals the recount from the tensors.
+/// A plain dense directory needs no `compression.json`; one that has it is
+/// checked too.
+pub fn validate_dir(dir: &Path) -> Result<ValidatedDir> {
+    let (config, tensors, report) = read_model_dir(dir)?;
+    let (matrices, total) = stats_from_tensors(&config, &tensors)
+        .with_context(|| format!("{}", report.weights.display()))?;
+    let compressed = matrices.iter().any(|m| m.form != "dense")
+        || config.extra.get("lpaf_compressed") == Some(&serde_json::json!(true));
+    let root = crate::model::weights::model_root(dir)?;
+    let path = root.join(COMPRESSION_FILE);
+    let info = if compressed || path.exists() {
+        let info = read_compression_info(&root)?;
+        check_info(&path, &info, &matrices, &total)?;
+        Some(info)
+    } else {
+        None
+    };
+    Ok(ValidatedDir {
+        config,
+        tensors,
+        report,
+        matrices,
+        total,
+        info,
+    })
+}
+
+/// `compression.json` must describe exactly what the tensors hold.
+fn check_info(
+    path: &Path,
+    info: &CompressionInfo,
+    matrices: &[MatrixStats],
+    total: &TotalStats,
+) -> Result<()> {
+    let p = path.display();
+    ensure!(
+        info.matrices.len() == matrices.len(),
+        "{p}: lists {} matrices, the model has {}",
+        info.matrices.len(),
+        matrices.len()
+    );
+    for (a, b) in info.matrices.iter().zip(matrices) {
+        let same = a.name == b.name
+            && a.shape == b.shape
+            && a.form == b.form
+            && a.rank == b.rank
+            && a.nnz == b.nnz
+            && a.stored_params == b.stored_params
+            && a.index_bytes == b.index_bytes
+            && (a.kept_ratio - b.kept_ratio).abs() <= 1e-9;
+        ensure!(
+            same,
+            "{p}: says '{}' is {} {}×{} (rank {}, nnz {}, kept {:.4}) but the tensors hold {} {}×{} (rank {}, nnz {}, kept {:.4})",
+            a.name, a.form, a.shape[0], a.shape[1], a.rank, a.nnz, a.kept_ratio,
+            b.form, b.shape[0], b.shape[1], b.rank, b.nnz, b.kept_ratio
+        );
+    }
+    let t = &info.total;
+    ensure!(
+        t.dense_params == total.dense_params
+            && t.stored_params == total.stored_params
+            && t.index_bytes == total.index_bytes
+            && (t.kept_ratio - total.kept_ratio).abs() <= 1e-9,
+        "{p}: total (kept {:.6}, {} stored, {} index bytes) disagrees with the recount (kept {:.6}, {} stored, {} index bytes)",
+        t.kept_ratio, t.stored_params, t.index_bytes,
+        total.kept_ratio, total.stored_params, total.index_bytes
+    );
+    Ok(())
 }
 
 /// A readable table of the statistics (for `lpaf info` and after compression).
@@ -238,7 +485,14 @@ fn save_model_dir_config_only(
 /// Reads `compression.json` of a compressed directory.
 pub fn read_compression_info(dir: &Path) -> Result<CompressionInfo> {
     let p = dir.join(COMPRESSION_FILE);
-    let text = std::fs::read_to_string(&p).map_err(|e| Error::io(&p, e))?;
+    let text = match std::fs::read_to_string(&p) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => bail!(
+            "{}: missing (a compressed model directory needs it; it records what the tensors hold)",
+            p.display()
+        ),
+        Err(e) => return Err(Error::io(&p, e)),
+    };
     serde_json::from_str(&text).with_context(|| format!("{}: malformed", p.display()))
 }
 
@@ -320,25 +574,50 @@ impl LinearFactory for CompressedFactory {
     }
 }
 
-/// Loads a compressed (or plain) model directory.
+/// Loads a compressed (or plain) model directory, validated first
+/// ([`validate_dir`]).
 pub fn load_compressed(be: &dyn Backend, dir: &Path, seed: u64) -> Result<(Bert, LoadReport)> {
-    crate::model::weights::load_model_dir(be, dir, None, seed, &CompressedFactory)
+    let v = validate_dir(dir)?;
+    let (config, mut tensors, mut report) = (v.config, v.tensors, v.report);
+    let task = crate::model::weights::task_from_tensors(&tensors, &config).ok_or_else(|| {
+        Error::msg(format!(
+            "{}: the checkpoint has no task head; say which task to build (a dataset / --task)",
+            dir.display()
+        ))
+    })?;
+    let bert = Bert::from_tensors(
+        be,
+        config,
+        task,
+        &mut tensors,
+        &CompressedFactory,
+        seed,
+        &mut report.created,
+    )
+    .with_context(|| format!("loading {}", report.weights.display()))?;
+    report.ignored.extend(tensors.into_keys());
+    Ok((bert, report))
 }
 
-/// The dense matrix `U·V + S` (host), from a matrix's stored tensors.
+/// The dense matrix `U·V + S` (host), from a matrix's stored tensors
+/// (checked first, so a malformed part is an error, never a panic).
 pub fn dense_matrix(
     tensors: &BTreeMap<String, HostTensor>,
     prefix: &str,
     out: usize,
     inp: usize,
 ) -> Result<Vec<f32>> {
+    let p = check_matrix(tensors, prefix, out, inp)?;
+    if p.form == "dense" {
+        return Ok(tensors[&format!("{prefix}.weight")]
+            .as_f32(prefix)?
+            .to_vec());
+    }
     let mut w = vec![0.0f32; out * inp];
-    if let (Some(u), Some(v)) = (
-        tensors.get(&format!("{prefix}.lowrank_u")),
-        tensors.get(&format!("{prefix}.lowrank_v")),
-    ) {
-        let r = u.shape[1];
-        let (u, v) = (u.as_f32(prefix)?, v.as_f32(prefix)?);
+    if p.form.starts_with("lowrank") {
+        let r = p.rank;
+        let u = tensors[&format!("{prefix}.lowrank_u")].as_f32(prefix)?;
+        let v = tensors[&format!("{prefix}.lowrank_v")].as_f32(prefix)?;
         for i in 0..out {
             for k in 0..r {
                 let a = u[i * r + k] as f64;
@@ -351,10 +630,10 @@ pub fn dense_matrix(
             }
         }
     }
-    if let Some(vals) = tensors.get(&format!("{prefix}.sparse_values")) {
+    if p.form.ends_with("sparse") {
         let s = from_csr(
             prefix,
-            vals.as_f32(prefix)?,
+            tensors[&format!("{prefix}.sparse_values")].as_f32(prefix)?,
             &tensors[&format!("{prefix}.sparse_indices")].as_i64(prefix)?,
             &tensors[&format!("{prefix}.sparse_indptr")].as_i64(prefix)?,
             out,
@@ -368,7 +647,8 @@ pub fn dense_matrix(
 /// Writes `W = U·V + S` for every compressed matrix back as a plain Hugging
 /// Face checkpoint that `transformers` loads with no custom code.
 pub fn export_dense(be: &dyn Backend, src: &Path, dst: &Path) -> Result<()> {
-    let (config, mut tensors, _) = read_model_dir(src)?;
+    let v = validate_dir(src)?;
+    let (config, mut tensors) = (v.config, v.tensors);
     for layer in 0..config.num_hidden_layers {
         for slot in 0..6 {
             let prefix = linear_prefix(layer, slot);
@@ -432,8 +712,8 @@ pub fn densify_layer(be: &dyn Backend, l: &dyn LinearOp, prefix: &str) -> Result
 
 /// Recounts the statistics of a saved directory from its tensors.
 pub fn recount(dir: &Path) -> Result<(Vec<MatrixStats>, TotalStats)> {
-    let (config, tensors, _) = read_model_dir(dir)?;
-    stats_from_tensors(&config, &tensors)
+    let v = validate_dir(dir)?;
+    Ok((v.matrices, v.total))
 }
 
 /// For `read_safetensors` users that need the raw names.

@@ -137,6 +137,12 @@ pub fn run_recipe(
 ) -> Result<CompressOutcome> {
     recipe.validate()?;
     let model_dir = expand_home(&recipe.model);
+    {
+        let root = crate::model::weights::model_root(&model_dir)?;
+        let config = crate::model::config::BertConfig::load(&root.join("config.json"))?;
+        check_budgets(recipe, &config)?;
+        config.check_max_seq_len(recipe.data.max_seq_len, &root.join("config.json"))?;
+    }
     let (_tok, data) = load_data(&model_dir, &recipe.data, recipe.train.max_train_rows)?;
     let kind = data.task.kind.clone();
     let out = recipe.output.clone();
@@ -341,7 +347,7 @@ pub fn run_recipe(
         recipe_json,
     )?;
     if !quiet {
-        print!("{}", stats_table(&info.matrices, &info.total));
+        crate::out!("{}", stats_table(&info.matrices, &info.total))?;
     }
     outcome(be, &mut model, recipe, &data, &t, &info, stages)
 }
@@ -439,6 +445,101 @@ fn check_rank(model: &Bert, r: usize) -> Result<()> {
                     x.in_features()
                 )));
             }
+        }
+    }
+    Ok(())
+}
+
+/// Refuses, before any work, budgets the recipe's keys make inconsistent:
+/// an explicit `svd.rank` / `losparse.rank` keeping more than
+/// `target.kept_ratio`, a `losparse.final_kept` that with the low-rank part
+/// does not end at the target (within 2 %), and a target too small to give
+/// every matrix rank 1 (SVD, LPAF; see [`allocate`]).
+pub fn check_budgets(recipe: &Recipe, config: &crate::model::config::BertConfig) -> Result<()> {
+    use crate::compress::rank::uniform_rank;
+    let target = recipe.target.kept_ratio;
+    let shapes: Vec<(usize, usize)> = (0..config.num_hidden_layers)
+        .flat_map(|_| (0..6).map(|s| crate::model::bert::slot_shape(config, s)))
+        .collect();
+    let dense: f64 = shapes.iter().map(|&(o, i)| (o * i) as f64).sum();
+    let frac = |ranks: &dyn Fn(usize, usize) -> usize| -> f64 {
+        shapes
+            .iter()
+            .map(|&(o, i)| (ranks(o, i) * (o + i)) as f64)
+            .sum::<f64>()
+            / dense
+    };
+    let over = |k: f64| k > target * 1.02 + 1e-12;
+    match recipe.method {
+        Method::Svd => {
+            if let Some(r) = recipe.svd.rank {
+                for (k, &(o, i)) in shapes.iter().enumerate() {
+                    if r > o.min(i) {
+                        return Err(Error::msg(format!(
+                            "svd.rank: rank {r} is larger than matrix {} ({o}×{i})",
+                            linear_prefix(k / 6, k % 6)
+                        )));
+                    }
+                }
+                let k = frac(&|o, i| r.min(o.min(i)));
+                if over(k) {
+                    return Err(Error::msg(format!(
+                        "svd.rank = {r} keeps {k:.4} of the parameters, more than target.kept_ratio = {target}: \
+                         lower svd.rank, raise target.kept_ratio, or leave svd.rank out to allocate ranks to the target"
+                    )));
+                }
+            }
+        }
+        Method::Losparse => {
+            let l = &recipe.losparse;
+            let (h, _) = shapes[0];
+            let rho = match l.rank {
+                Some(r) => (r as f64 * (2 * h) as f64 / (h * h) as f64).min(0.999_999) - 1e-12,
+                None => l.rank_ratio,
+            };
+            let low = frac(&|o, i| uniform_rank(rho, o, i));
+            let what = match l.rank {
+                Some(r) => format!("losparse.rank = {r}"),
+                None => format!("losparse.rank_ratio = {}", l.rank_ratio),
+            };
+            if over(low) {
+                return Err(Error::msg(format!(
+                    "impossible budget: {what}: the low-rank part alone keeps {low:.4} of the parameters, more than \
+                     target.kept_ratio = {target}; lower it or raise the target"
+                )));
+            }
+            if let Some(g) = l.final_kept {
+                let total = low + g;
+                if (total - target).abs() > 0.02 * target {
+                    return Err(Error::msg(format!(
+                        "losparse.final_kept = {g} with the low-rank part ({what}: {low:.4}) ends at a kept \
+                         ratio of {total:.4}, but target.kept_ratio = {target}: set losparse.final_kept = {:.4} \
+                         (or leave it out: it defaults to what the target leaves) or target.kept_ratio = {total:.4}",
+                        (target - low).max(0.0)
+                    )));
+                }
+            }
+        }
+        Method::Lpaf => {
+            let floor = frac(&|_, _| 1);
+            if target < floor {
+                return Err(Error::msg(format!(
+                    "target.kept_ratio = {target} cannot give each of the {} matrices rank 1 \
+                     (that needs a kept ratio of at least {floor:.6}); raise target.kept_ratio",
+                    shapes.len()
+                )));
+            }
+        }
+        _ => {}
+    }
+    if recipe.method == Method::Svd && recipe.svd.rank.is_none() {
+        let floor = frac(&|_, _| 1);
+        if target < floor {
+            return Err(Error::msg(format!(
+                "target.kept_ratio = {target} cannot give each of the {} matrices rank 1 \
+                 (that needs a kept ratio of at least {floor:.6}); raise target.kept_ratio",
+                shapes.len()
+            )));
         }
     }
     Ok(())

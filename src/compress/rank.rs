@@ -12,7 +12,6 @@ use crate::compress::format::dense_matrix;
 use crate::error::{Error, Result};
 use crate::model::bert::{linear_prefix, slot_shape};
 use crate::model::io::HostTensor;
-use crate::model::weights::read_model_dir;
 
 /// The relative threshold of the numerical rank (SPEC §4.1).
 pub const RANK_REL_TOL: f64 = 1e-3;
@@ -23,7 +22,9 @@ pub type Matrices = (Vec<String>, Vec<(usize, usize)>, Vec<Vec<f32>>);
 /// Every compressible matrix of the model directory `dir` (dense or
 /// compressed; a compressed matrix is rebuilt as `U·V + S`), layer by layer.
 pub fn model_matrices(dir: &std::path::Path) -> Result<Matrices> {
-    let (config, tensors, _) = read_model_dir(dir)?;
+    // The format validator first: a bad compressed directory is an error, not a panic.
+    let v = crate::compress::format::validate_dir(dir)?;
+    let (config, tensors) = (v.config, v.tensors);
     let mut names = Vec::new();
     let mut shapes = Vec::new();
     let mut mats = Vec::new();
@@ -150,17 +151,31 @@ pub fn allocate(
         ));
     }
     let cost = |i: usize| shapes[i].0 + shapes[i].1;
+    // Every matrix keeps rank ≥ 1: a rank-0 factor pair makes the layer its
+    // bias alone (and a k = 0 GEMM). A budget too small for that is refused.
+    let floor: usize = (0..shapes.len()).map(cost).sum();
+    let dense: usize = shapes.iter().map(|(o, i)| o * i).sum();
+    if budget < floor {
+        return Err(Error::msg(format!(
+            "the kept-ratio budget of {budget} parameters ({:.6} of {dense}) cannot give each of the \
+             {} matrices rank 1 (that needs {floor}, a kept ratio of at least {:.6}); \
+             raise target.kept_ratio",
+            budget as f64 / dense.max(1) as f64,
+            shapes.len(),
+            floor as f64 / dense.max(1) as f64
+        )));
+    }
     match kind {
         RankAllocation::Energy => {
-            let mut ranks = vec![0usize; shapes.len()];
+            let mut ranks = vec![1usize; shapes.len()];
             let mut heap: BinaryHeap<Candidate> = (0..shapes.len())
-                .filter(|&i| !svals[i].is_empty())
+                .filter(|&i| svals[i].len() > 1 && shapes[i].0.min(shapes[i].1) > 1)
                 .map(|i| Candidate {
-                    gain: svals[i][0] * svals[i][0] / cost(i) as f64,
+                    gain: svals[i][1] * svals[i][1] / cost(i) as f64,
                     matrix: i,
                 })
                 .collect();
-            let mut used = 0usize;
+            let mut used = floor;
             while let Some(c) = heap.pop() {
                 let i = c.matrix;
                 if used + cost(i) > budget {
@@ -180,11 +195,10 @@ pub fn allocate(
             Ok(ranks)
         }
         RankAllocation::Uniform => {
-            let dense: usize = shapes.iter().map(|(o, i)| o * i).sum();
             let rho = budget as f64 / dense.max(1) as f64;
             let mut ranks: Vec<usize> = shapes
                 .iter()
-                .map(|&(o, i)| uniform_rank(rho, o, i))
+                .map(|&(o, i)| uniform_rank(rho, o, i).max(1))
                 .collect();
             // Rounding up may overshoot: take ranks back from the costliest matrices.
             let total = |r: &[usize]| {
@@ -195,7 +209,7 @@ pub fn allocate(
             };
             while total(&ranks) > budget {
                 let i = (0..ranks.len())
-                    .filter(|&i| ranks[i] > 0)
+                    .filter(|&i| ranks[i] > 1)
                     .max_by_key(|&i| (ranks[i] * cost(i), usize::MAX - i));
                 match i {
                     Some(i) => ranks[i] -= 1,

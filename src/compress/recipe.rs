@@ -335,6 +335,7 @@ pub struct Recipe {
 impl Recipe {
     /// Refuses impossible settings before any work.
     pub fn validate(&self) -> Result<()> {
+        self.train.validate()?;
         let k = self.target.kept_ratio;
         if !(k > 0.0 && k <= 1.0) {
             return Err(Error::msg(format!(
@@ -379,6 +380,13 @@ impl Recipe {
                 "pruning.score_init = \"magnitude\" is for hard movement (movement, lpaf): \
                  soft movement thresholds σ(Sc) at soft_tau and needs scores that start at 0",
             ));
+        }
+        if let Some(s) = self.lpaf.finetune_lr {
+            if !(s.is_finite() && s > 0.0) {
+                return Err(Error::msg(format!(
+                    "lpaf.finetune_lr = {s}: must be a positive finite number"
+                )));
+            }
         }
         if let Some(g) = self.lpaf.sparse_kept {
             if !(g > 0.0 && g <= 1.0) {

@@ -186,6 +186,9 @@ pub fn read_glue(task: GlueTask, path: impl AsRef<Path>, lenient: bool) -> Resul
         .from_reader(open_lf(path)?);
     let (col_a, col_b, col_label, label_col) = task.columns();
     let mut layout: Option<Layout> = None;
+    // Fields in the header, when the file has one (extra fields on a row are
+    // refused like missing ones).
+    let mut header_len: Option<usize> = None;
     let mut examples = Vec::new();
     let mut skipped = Vec::new();
     let names = task.label_names();
@@ -225,12 +228,27 @@ pub fn read_glue(task: GlueTask, path: impl AsRef<Path>, lenient: bool) -> Resul
                     label,
                     needed,
                 });
+                header_len = Some(rec.len());
                 continue;
             }
         }
         let Some(lay) = layout.as_ref() else { continue };
         if rec.len() == 1 && rec.get(0).is_some_and(|f| f.trim().is_empty()) {
             continue; // blank line
+        }
+        if let Some(h) = header_len.filter(|&h| rec.len() > h) {
+            if lenient {
+                skipped.push(line);
+                continue;
+            }
+            return Err(Error::data(
+                path,
+                line,
+                format!(
+                    "{task}: {} tab-separated fields, more than the header's {h}",
+                    rec.len()
+                ),
+            ));
         }
         if rec.len() < lay.needed {
             if lenient {

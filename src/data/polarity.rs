@@ -18,6 +18,8 @@ pub const POLARITY_LABELS: [&str; 2] = ["negative", "positive"];
 /// Read the polarity CSV.
 pub fn read_polarity(path: impl AsRef<Path>) -> Result<TextData> {
     let path = path.as_ref();
+    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    super::table::check_quotes(path, &bytes, b',')?;
     let mut reader = csv::ReaderBuilder::new()
         .has_headers(false)
         .flexible(true)

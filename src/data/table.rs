@@ -90,12 +90,83 @@ pub fn read_table(
     }
 }
 
+/// Checks the `"` quoting of a CSV / TSV file before it is parsed. Quoted
+/// fields may span lines (RFC 4180), so a quote that is never closed would
+/// otherwise swallow every following row into one field. Refused, naming the
+/// line where the quote opened: a quoted field still open at the end of the
+/// file, and a closing quote followed by anything but the delimiter or the
+/// end of the line (what a stray or missing quote leaves behind).
+pub fn check_quotes(path: &Path, bytes: &[u8], delim: u8) -> Result<()> {
+    let bytes = bytes.strip_prefix(b"\xef\xbb\xbf").unwrap_or(bytes);
+    let mut line = 1usize;
+    let mut field_start = true;
+    let mut i = 0;
+    while i < bytes.len() {
+        let c = bytes[i];
+        if c == b'"' && field_start {
+            let open = line;
+            i += 1;
+            loop {
+                match bytes.get(i) {
+                    None => {
+                        return Err(Error::data(
+                            path,
+                            open,
+                            "unterminated quote: the quoted field opened on this line runs to the end of the file",
+                        ))
+                    }
+                    Some(b'"') if bytes.get(i + 1) == Some(&b'"') => i += 2,
+                    Some(b'"') => {
+                        i += 1;
+                        match bytes.get(i) {
+                            None | Some(b'\n') | Some(b'\r') => {}
+                            Some(&d) if d == delim => {}
+                            Some(&other) => {
+                                return Err(Error::data(
+                                    path,
+                                    open,
+                                    format!(
+                                        "the quoted field opened on this line closes on line {line} and is \
+                                         followed by `{}` instead of the delimiter or the end of the line \
+                                         (a missing or stray quote?)",
+                                        (other as char).escape_default()
+                                    ),
+                                ))
+                            }
+                        }
+                        break;
+                    }
+                    Some(b'\n') => {
+                        line += 1;
+                        i += 1;
+                    }
+                    Some(_) => i += 1,
+                }
+            }
+            field_start = false;
+            continue;
+        }
+        if c == delim {
+            field_start = true;
+        } else if c == b'\n' {
+            line += 1;
+            field_start = true;
+        } else if c != b'\r' {
+            field_start = false;
+        }
+        i += 1;
+    }
+    Ok(())
+}
+
 fn read_delimited(
     path: &Path,
     spec: &TableSpec,
     delim: u8,
     require_label: bool,
 ) -> Result<Vec<RawRow>> {
+    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    check_quotes(path, &bytes, delim)?;
     let mut reader = csv::ReaderBuilder::new()
         .delimiter(delim)
         .has_headers(true)
@@ -138,11 +209,15 @@ fn read_delimited(
     for rec in reader.records() {
         let rec = rec.map_err(|e| csv_error(path, e))?;
         let line = rec.position().map_or(0, |p| p.line() as usize);
-        if rec.len() < needed {
+        if rec.len() < needed || rec.len() > header.len() {
             return Err(Error::data(
                 path,
                 line,
-                format!("expected {} fields, found {}", header.len(), rec.len()),
+                format!(
+                    "expected {} fields (as in the header), found {}",
+                    header.len(),
+                    rec.len()
+                ),
             ));
         }
         rows.push(RawRow {

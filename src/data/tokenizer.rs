@@ -128,6 +128,40 @@ fn token_name(cfg: &serde_json::Value, key: &str) -> Option<String> {
     }
 }
 
+/// A `TemplateProcessing` post-processor (alone or inside a `Sequence`)
+/// must define every special token its templates use, and the single
+/// template may only use sequence A: the tokenizers crate indexes both
+/// without checking when the file is read (found by scripts/fuzz.sh).
+fn check_template(pp: &serde_json::Value) -> std::result::Result<(), String> {
+    match pp.get("type").and_then(|t| t.as_str()) {
+        Some("Sequence") => {
+            for p in pp.get("processors").and_then(|p| p.as_array()).into_iter().flatten() {
+                check_template(p)?;
+            }
+            Ok(())
+        }
+        Some("TemplateProcessing") => {
+            let specials = pp.get("special_tokens").and_then(|s| s.as_object());
+            for (which, allow_b) in [("single", false), ("pair", true)] {
+                for piece in pp.get(which).and_then(|p| p.as_array()).into_iter().flatten() {
+                    if let Some(id) = piece.pointer("/SpecialToken/id").and_then(|i| i.as_str()) {
+                        if !specials.is_some_and(|s| s.contains_key(id)) {
+                            return Err(format!(
+                                "the {which} template uses special token `{id}`, which special_tokens does not define"
+                            ));
+                        }
+                    }
+                    if !allow_b && piece.pointer("/Sequence/id").and_then(|i| i.as_str()) == Some("B") {
+                        return Err("the single template uses sequence B".into());
+                    }
+                }
+            }
+            Ok(())
+        }
+        _ => Ok(()),
+    }
+}
+
 impl Tokenizer {
     /// Load the tokenizer of a model directory: `tokenizer.json` when present,
     /// else `vocab.txt` (lower-casing from `tokenizer_config.json`, then
@@ -189,7 +223,18 @@ impl Tokenizer {
     }
 
     fn from_json_file(path: &Path, names: &SpecialNames) -> Result<Tokenizer> {
-        let mut inner = tokenizers::Tokenizer::from_file(path).map_err(|e| {
+        let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+        // The tokenizers crate panics on a syntax error inside its "decoder"
+        // section (found by scripts/fuzz.sh): check the JSON syntax first.
+        let doc: serde_json::Value = serde_json::from_slice(&bytes).map_err(|e| {
+            Error::data(path, e.line(), format!("malformed tokenizer.json: {e}"))
+        })?;
+        if let Some(pp) = doc.get("post_processor") {
+            check_template(pp).map_err(|m| {
+                Error::msg(format!("{}: post_processor: {m}", path.display()))
+            })?;
+        }
+        let mut inner = tokenizers::Tokenizer::from_bytes(&bytes).map_err(|e| {
             Error::msg(format!("{}: malformed tokenizer.json: {e}", path.display()))
         })?;
         inner

@@ -123,6 +123,47 @@ impl BertConfig {
 
     pub fn validate(&self) -> Result<()> {
         let bad = |m: String| Err(Error::msg(m));
+        match self.extra.get("model_type") {
+            None => {}
+            Some(serde_json::Value::String(t)) if t == "bert" => {}
+            Some(t) => {
+                return bad(format!(
+                    "model_type {t} is not supported: lpaf reads BERT models (model_type \"bert\")"
+                ))
+            }
+        }
+        // Bounds far above any BERT, so that a corrupt file is refused
+        // before sizes computed from it are allocated.
+        for (name, v, max) in [
+            ("vocab_size", self.vocab_size, 1 << 24),
+            ("hidden_size", self.hidden_size, 1 << 16),
+            ("num_hidden_layers", self.num_hidden_layers, 1 << 10),
+            ("num_attention_heads", self.num_attention_heads, 1 << 10),
+            ("intermediate_size", self.intermediate_size, 1 << 18),
+            ("max_position_embeddings", self.max_position_embeddings, 1 << 20),
+            ("type_vocab_size", self.type_vocab_size, 1 << 16),
+        ] {
+            if v > max {
+                return bad(format!("{name} = {v} is implausibly large (at most {max})"));
+            }
+        }
+        if self.intermediate_size == 0 {
+            return bad("intermediate_size must be positive".into());
+        }
+        if !(self.layer_norm_eps.is_finite() && self.layer_norm_eps > 0.0) {
+            return bad(format!("layer_norm_eps = {} must be positive", self.layer_norm_eps));
+        }
+        if !(self.initializer_range.is_finite() && self.initializer_range > 0.0) {
+            return bad(format!(
+                "initializer_range = {} must be positive",
+                self.initializer_range
+            ));
+        }
+        if let Some(p) = self.classifier_dropout {
+            if !(0.0..1.0).contains(&p) {
+                return bad(format!("classifier_dropout = {p} is outside [0, 1)"));
+            }
+        }
         if self.hidden_size == 0 || self.num_attention_heads == 0 || self.num_hidden_layers == 0 {
             return bad(
                 "hidden_size, num_attention_heads and num_hidden_layers must be positive".into(),
@@ -154,6 +195,28 @@ impl BertConfig {
         ] {
             if !(0.0..1.0).contains(&p) {
                 return bad(format!("{name} = {p} is outside [0, 1)"));
+            }
+        }
+        Ok(())
+    }
+
+    /// A requested sequence length (`--max-seq-len` / `data.max_seq_len`)
+    /// must fit the position embeddings; checked at startup, not at the
+    /// first long batch.
+    pub fn check_max_seq_len(&self, max_seq_len: Option<usize>, path: &Path) -> Result<()> {
+        if let Some(n) = max_seq_len {
+            if n > self.max_position_embeddings {
+                return Err(Error::msg(format!(
+                    "--max-seq-len / data.max_seq_len = {n} is more than the model's \
+                     max_position_embeddings = {} ({})",
+                    self.max_position_embeddings,
+                    path.display()
+                )));
+            }
+            if n < 3 {
+                return Err(Error::msg(format!(
+                    "--max-seq-len / data.max_seq_len = {n}: at least 3 ([CLS], a token, [SEP])"
+                )));
             }
         }
         Ok(())

@@ -107,6 +107,45 @@ pub struct TrainSection {
     pub divergence_grad_norm: f64,
 }
 
+impl TrainSection {
+    /// Refuses values no run can use, naming the key (and its flag).
+    pub fn validate(&self) -> crate::error::Result<()> {
+        let pos = |name: &str, v: f64| -> crate::error::Result<()> {
+            if !(v.is_finite() && v > 0.0) {
+                crate::bail!("{name} = {v}: must be a positive finite number");
+            }
+            Ok(())
+        };
+        pos("train.lr (--lr)", self.lr as f64)?;
+        pos("train.score_lr", self.score_lr as f64)?;
+        pos("train.max_grad_norm", self.max_grad_norm as f64)?;
+        let wr = self.warmup_ratio;
+        if !(0.0..=1.0).contains(&wr) {
+            crate::bail!("train.warmup_ratio (--warmup-ratio) = {wr}: must be in [0, 1]");
+        }
+        let wd = self.weight_decay;
+        if !(wd.is_finite() && wd >= 0.0) {
+            crate::bail!("train.weight_decay (--weight-decay) = {wd}: must be ≥ 0 and finite");
+        }
+        if self.steps.is_none() {
+            pos("train.epochs (--epochs)", self.epochs)?;
+        }
+        for (name, v) in [
+            ("train.batch_size (--batch-size)", self.batch_size),
+            ("train.grad_accum (--grad-accum)", self.grad_accum),
+            ("train.eval_batch_size", self.eval_batch_size),
+        ] {
+            if v == 0 {
+                crate::bail!("{name} must be at least 1");
+            }
+        }
+        if self.steps == Some(0) {
+            crate::bail!("train.steps (--steps) must be at least 1");
+        }
+        Ok(())
+    }
+}
+
 impl Default for TrainSection {
     fn default() -> Self {
         toml::from_str("").expect("defaults")

@@ -3,6 +3,7 @@
 //! `LPAF_REQUIRE_GPU=1` they fail instead.
 
 mod backend_cpu;
+mod bad_inputs;
 mod cli;
 mod common;
 mod compress;
