@@ -13,6 +13,14 @@
 //! - [`bench`]: `lpaf bench kernels` and `lpaf bench train`.
 //! - [`cli`]: the `lpaf` command.
 
+#[cfg(all(feature = "cuda12", feature = "cuda13"))]
+compile_error!(
+    "features cuda12 and cuda13 exclude each other: the CUDA 12 build is \
+     `cargo build --no-default-features --features cuda12`"
+);
+#[cfg(not(any(feature = "cuda12", feature = "cuda13")))]
+compile_error!("one of the features cuda13 (the default) or cuda12 is needed");
+
 pub mod backend;
 pub mod bench;
 pub mod cli;
