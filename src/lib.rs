@@ -10,6 +10,7 @@
 //! - [`data`]: datasets (GLUE, CSV/TSV/JSONL, SQuAD, polarity) and batching.
 //! - [`train`]: optimizer, schedules, trainer, checkpoints, metrics, logs.
 //! - [`compress`]: the compression methods, recipes and export.
+//! - [`sweep`]: sweep files expanded into runs, run locally or on Slurm, collected.
 //! - [`bench`]: `lpaf bench kernels` and `lpaf bench train`.
 //! - [`cli`]: the `lpaf` command.
 
@@ -30,6 +31,7 @@ pub mod device;
 pub mod error;
 pub mod kernels;
 pub mod model;
+pub mod sweep;
 pub mod train;
 
 pub use error::{Error, Result};

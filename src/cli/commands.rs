@@ -29,6 +29,7 @@ pub fn dispatch(cmd: Command) -> Result<()> {
         Command::Info(a) => crate::cli::info_cmd::info(a),
         Command::Bench(a) => crate::cli::bench_cmd::bench(a),
         Command::Convert(a) => convert(a),
+        Command::Sweep(a) => crate::cli::sweep_cmd::sweep(a),
     }
 }
 
@@ -81,7 +82,10 @@ fn finetune(a: RunArgs) -> Result<()> {
     write_summary(
         &cfg.output,
         &summary,
-        json!({"command": "finetune", "device": be.name(), "config": cfg}),
+        json!({"command": "finetune", "device": be.name(), "config": cfg,
+            "reproduction": crate::train::provenance::reproduction(
+                be.as_ref(), cfg.train.precision, cfg.train.seed, &cfg,
+                &crate::train::provenance::data_files(&cfg.data), &model_dir)?}),
     )?;
     println!("{}", run::final_line(&summary));
     println!(

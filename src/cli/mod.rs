@@ -5,6 +5,7 @@ pub mod commands;
 pub mod compress_cmd;
 pub mod config;
 pub mod info_cmd;
+pub mod sweep_cmd;
 
 use std::path::PathBuf;
 
@@ -40,6 +41,8 @@ pub enum Command {
     Bench(BenchArgs),
     /// Convert a model's weights to f16 / bf16 / f32 (e.g. to carry an F16 copy).
     Convert(ConvertArgs),
+    /// Run a sweep file (recipes × kept ratios × seeds × overrides) locally or as Slurm arrays, and collect its table.
+    Sweep(sweep_cmd::SweepArgs),
 }
 
 /// Data, training and run options shared by `finetune` and `compress`. Every

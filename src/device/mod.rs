@@ -115,6 +115,18 @@ fn check_driver_version() -> Result<()> {
     driver_version_ok(v)
 }
 
+/// The CUDA version the loaded driver supports (`None` without a driver).
+pub fn driver_cuda_version() -> Option<i32> {
+    // SAFETY: only tries to dlopen the driver library.
+    if !unsafe { cudarc::driver::sys::is_culib_present() } {
+        return None;
+    }
+    let mut v = 0i32;
+    // SAFETY: writes one int; cuDriverGetVersion needs no cuInit.
+    let r = unsafe { cudarc::driver::sys::cuDriverGetVersion(&mut v) };
+    (r == cudarc::driver::sys::CUresult::CUDA_SUCCESS).then_some(v)
+}
+
 /// `Ok` when a driver reporting CUDA version `v` can run this build.
 pub fn driver_version_ok(v: i32) -> Result<()> {
     if v >= BUILD_CUDA_VERSION {

@@ -13,4 +13,5 @@ mod gpu_step;
 mod kernels_cpu;
 mod kernels_gpu;
 mod model;
+mod sweep;
 mod train;
