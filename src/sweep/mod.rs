@@ -110,7 +110,7 @@ impl Plan {
 pub fn read_sweep(path: &Path) -> Result<SweepFile> {
     let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
     let f: SweepFile = toml::from_str(&text)
-        .map_err(|e| Error::msg(format!("{}: {}", path.display(), e.message())))?;
+        .map_err(|e| Error::msg(format!("{}: {e}", path.display())))?;
     let p = path.display();
     let bad = |key: &str, why: &str| Err(Error::msg(format!("{p}: `{key}` {why}")));
     if f.recipes.is_empty() {
