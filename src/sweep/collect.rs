@@ -61,7 +61,11 @@ fn read_summary(path: &Path, want: Option<&str>) -> Result<Option<(String, f64, 
             (list, main)
         }
     };
-    let name = match want.map(str::to_string).or(main).or_else(|| metrics.first().map(|m| m.0.clone())) {
+    let name = match want
+        .map(str::to_string)
+        .or(main)
+        .or_else(|| metrics.first().map(|m| m.0.clone()))
+    {
         Some(n) => n,
         None => return Err(Error::msg(format!("{}: no dev metrics", path.display()))),
     };
@@ -73,7 +77,11 @@ fn read_summary(path: &Path, want: Option<&str>) -> Result<Option<(String, f64, 
             Error::msg(format!(
                 "{}: no metric '{name}' (it has {})",
                 path.display(),
-                metrics.iter().map(|m| m.0.as_str()).collect::<Vec<_>>().join(", ")
+                metrics
+                    .iter()
+                    .map(|m| m.0.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
             ))
         })?;
     let f = |k: &str| v.get(k).and_then(Value::as_f64);
@@ -156,10 +164,9 @@ pub fn collect(root: &Path) -> Result<Table> {
             Some(t) => format!("{}-{t}", r.run.recipe),
             None => r.run.recipe.clone(),
         };
-        let i = match cells
-            .iter()
-            .position(|c| c.recipe == label && c.target.map(f64::to_bits) == r.run.kept_ratio.map(f64::to_bits))
-        {
+        let i = match cells.iter().position(|c| {
+            c.recipe == label && c.target.map(f64::to_bits) == r.run.kept_ratio.map(f64::to_bits)
+        }) {
             Some(i) => i,
             None => {
                 cells.push(Acc {
@@ -200,14 +207,20 @@ pub fn collect(root: &Path) -> Result<Table> {
     let cells = cells
         .into_iter()
         .map(|c| {
-            let col = |k: usize| -> Vec<f64> {
-                c.rows
-                    .iter()
-                    .map(|r| [r.1, r.2, r.3, r.4][k])
-                    .collect()
+            let col =
+                |k: usize| -> Vec<f64> { c.rows.iter().map(|r| [r.1, r.2, r.3, r.4][k]).collect() };
+            let (mean, sd) = if c.rows.is_empty() {
+                (f64::NAN, None)
+            } else {
+                mean_sd(&col(0))
             };
-            let (mean, sd) = if c.rows.is_empty() { (f64::NAN, None) } else { mean_sd(&col(0)) };
-            let avg = |k: usize| if c.rows.is_empty() { f64::NAN } else { mean_sd(&col(k)).0 };
+            let avg = |k: usize| {
+                if c.rows.is_empty() {
+                    f64::NAN
+                } else {
+                    mean_sd(&col(k)).0
+                }
+            };
             Cell {
                 recipe: c.recipe,
                 target_kept_ratio: c.target,
@@ -232,7 +245,10 @@ impl Table {
              | --- | --- | --- | --- | --- | --- | --- | --- |\n",
         );
         for c in &self.cells {
-            let target = c.target_kept_ratio.map(ratio_label).unwrap_or_else(|| "1 (dense)".into());
+            let target = c
+                .target_kept_ratio
+                .map(ratio_label)
+                .unwrap_or_else(|| "1 (dense)".into());
             let value = if c.seeds.is_empty() {
                 "–".to_string()
             } else {
@@ -247,12 +263,22 @@ impl Table {
             } else {
                 format!("{n} of {}", n + c.missing.len())
             };
-            let num = |x: f64, d: usize| if x.is_nan() { "–".into() } else { format!("{x:.d$}") };
+            let num = |x: f64, d: usize| {
+                if x.is_nan() {
+                    "–".into()
+                } else {
+                    format!("{x:.d$}")
+                }
+            };
             s.push_str(&format!(
                 "| {} | {target} | {} | {} | {value} | {seeds} | {} | {} |\n",
                 c.recipe,
                 num(c.kept_ratio, 4),
-                if c.metric.is_empty() { "–" } else { &c.metric },
+                if c.metric.is_empty() {
+                    "–"
+                } else {
+                    &c.metric
+                },
                 num(c.train_seconds, 1),
                 num(c.samples_per_second, 1)
             ));

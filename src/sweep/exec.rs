@@ -68,9 +68,13 @@ pub fn run_one(plan: &Plan, run: &Run, exe: &Path, gpu: Option<&str>) -> Result<
         cmd.env("CUDA_VISIBLE_DEVICES", g);
     }
     let t0 = Instant::now();
-    let status = cmd
-        .status()
-        .map_err(|e| Error::msg(format!("starting {} for run {}: {e}", exe.display(), run.name)))?;
+    let status = cmd.status().map_err(|e| {
+        Error::msg(format!(
+            "starting {} for run {}: {e}",
+            exe.display(),
+            run.name
+        ))
+    })?;
     let secs = t0.elapsed().as_secs_f64();
     rec.exit_code = status.code();
     #[cfg(unix)]
@@ -89,7 +93,10 @@ pub fn run_one(plan: &Plan, run: &Run, exe: &Path, gpu: Option<&str>) -> Result<
         return Ok(RunReport::Failed { why, log });
     }
     match state(root, run) {
-        State::Finished => Ok(RunReport::Ok { resumed, seconds: secs }),
+        State::Finished => Ok(RunReport::Ok {
+            resumed,
+            seconds: secs,
+        }),
         _ => Ok(RunReport::Failed {
             why: "exited 0 but left no finished summary.json (stopped early?)".into(),
             log,
@@ -112,18 +119,24 @@ pub fn run_local(
     for phase in [0u8, 1] {
         let mut queue = VecDeque::new();
         for r in plan.runs.iter().filter(|r| r.phase == phase) {
-            let dep_failed = r.depends_on.as_ref().and_then(|d| {
-                match results.lock().unwrap().get(d) {
-                    Some(RunReport::Failed { .. }) => Some(d.clone()),
-                    _ => None,
-                }
-            });
+            let dep_failed =
+                r.depends_on
+                    .as_ref()
+                    .and_then(|d| match results.lock().unwrap().get(d) {
+                        Some(RunReport::Failed { .. }) => Some(d.clone()),
+                        _ => None,
+                    });
             if let Some(d) = dep_failed {
                 let rep = RunReport::Failed {
                     why: format!("not run: it starts from {d}, which failed"),
                     log: log_path(&plan.root, &d),
                 };
-                print(&format!("[{}/{n}] {}: {}", r.index + 1, r.name, describe(&rep)));
+                print(&format!(
+                    "[{}/{n}] {}: {}",
+                    r.index + 1,
+                    r.name,
+                    describe(&rep)
+                ));
                 results.lock().unwrap().insert(r.name.clone(), rep);
             } else {
                 queue.push_back(r);
@@ -140,13 +153,25 @@ pub fn run_local(
                     };
                     let st = state(&plan.root, r);
                     if st != State::Finished {
-                        let how = if st == State::Interrupted { "resuming" } else { "starting" };
-                        let on = slot.as_ref().map(|g| format!(" on GPU {g}")).unwrap_or_default();
+                        let how = if st == State::Interrupted {
+                            "resuming"
+                        } else {
+                            "starting"
+                        };
+                        let on = slot
+                            .as_ref()
+                            .map(|g| format!(" on GPU {g}"))
+                            .unwrap_or_default();
                         print(&format!("[{}/{n}] {}: {how}{on}", r.index + 1, r.name));
                     }
                     match run_one(plan, r, exe, slot.as_deref()) {
                         Ok(rep) => {
-                            print(&format!("[{}/{n}] {}: {}", r.index + 1, r.name, describe(&rep)));
+                            print(&format!(
+                                "[{}/{n}] {}: {}",
+                                r.index + 1,
+                                r.name,
+                                describe(&rep)
+                            ));
                             results.lock().unwrap().insert(r.name.clone(), rep);
                         }
                         Err(e) => {
@@ -175,7 +200,11 @@ pub fn describe(r: &RunReport) -> String {
         RunReport::Skipped => "finished before, skipped".into(),
         RunReport::Ok { resumed, seconds } => format!(
             "ok ({seconds:.1} s{})",
-            if *resumed { ", resumed from its checkpoint" } else { "" }
+            if *resumed {
+                ", resumed from its checkpoint"
+            } else {
+                ""
+            }
         ),
         RunReport::Failed { why, log } => format!("FAILED: {why}; log {}", log.display()),
     }

@@ -109,8 +109,8 @@ impl Plan {
 /// Reads and checks a sweep file; errors name the file and the key.
 pub fn read_sweep(path: &Path) -> Result<SweepFile> {
     let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
-    let f: SweepFile = toml::from_str(&text)
-        .map_err(|e| Error::msg(format!("{}: {e}", path.display())))?;
+    let f: SweepFile =
+        toml::from_str(&text).map_err(|e| Error::msg(format!("{}: {e}", path.display())))?;
     let p = path.display();
     let bad = |key: &str, why: &str| Err(Error::msg(format!("{p}: `{key}` {why}")));
     if f.recipes.is_empty() {
@@ -121,11 +121,17 @@ pub fn read_sweep(path: &Path) -> Result<SweepFile> {
     }
     let compresses = f.recipes.iter().any(|r| recipe_name(r) != "finetune");
     if compresses && f.kept_ratios.is_empty() {
-        return bad("kept_ratios", "is empty: the compression recipes need at least one");
+        return bad(
+            "kept_ratios",
+            "is empty: the compression recipes need at least one",
+        );
     }
     for &k in &f.kept_ratios {
         if !(k > 0.0 && k <= 1.0) {
-            return bad("kept_ratios", &format!("has {k}: a kept ratio is in (0, 1]"));
+            return bad(
+                "kept_ratios",
+                &format!("has {k}: a kept ratio is in (0, 1]"),
+            );
         }
     }
     for (what, list) in [("recipes", &f.recipes)] {
@@ -139,7 +145,12 @@ pub fn read_sweep(path: &Path) -> Result<SweepFile> {
     if has_dup(&f.seeds) {
         return bad("seeds", "repeats a seed");
     }
-    if has_dup(&f.kept_ratios.iter().map(|k| k.to_bits()).collect::<Vec<_>>()) {
+    if has_dup(
+        &f.kept_ratios
+            .iter()
+            .map(|k| k.to_bits())
+            .collect::<Vec<_>>(),
+    ) {
         return bad("kept_ratios", "repeats a ratio");
     }
     for s in &f.start_from_finetune {
@@ -170,7 +181,10 @@ pub fn read_sweep(path: &Path) -> Result<SweepFile> {
             );
         }
         if !tags.insert(o.tag.clone()) {
-            return bad(&format!("overrides[{i}].tag"), &format!("'{}' repeats", o.tag));
+            return bad(
+                &format!("overrides[{i}].tag"),
+                &format!("'{}' repeats", o.tag),
+            );
         }
     }
     Ok(f)
@@ -273,7 +287,12 @@ pub fn expand(path: &Path, f: &SweepFile, output: Option<&Path>) -> Result<Plan>
     let base = |kind: &str, file: &Path, seed: u64, out: &Path| -> Vec<String> {
         let mut a = vec![
             kind.to_string(),
-            if kind == "finetune" { "--config" } else { "--recipe" }.to_string(),
+            if kind == "finetune" {
+                "--config"
+            } else {
+                "--recipe"
+            }
+            .to_string(),
             file.display().to_string(),
             "--seed".into(),
             seed.to_string(),

@@ -67,7 +67,11 @@ pub fn emit(plan: &Plan, exe: &Path, sbatch_opts: &[String], cpu: bool) -> Resul
         ]
     };
     let mut opts: Vec<String> = sbatch_opts.to_vec();
-    if !cpu && !opts.iter().any(|o| o.contains("gres") || o.contains("gpus")) {
+    if !cpu
+        && !opts
+            .iter()
+            .any(|o| o.contains("gres") || o.contains("gpus"))
+    {
         opts.push("--gres=gpu:1".into());
     }
     let mut scripts = Vec::new();

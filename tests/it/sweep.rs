@@ -131,21 +131,43 @@ fn sweep_expands_into_stable_names() {
         svd.args[at + 1],
         p(&d.path().join("root/finetune-s2-lr3/best"))
     );
-    assert!(svd.args.contains(&"train.lr=0.003".to_string()), "{:?}", svd.args);
+    assert!(
+        svd.args.contains(&"train.lr=0.003".to_string()),
+        "{:?}",
+        svd.args
+    );
     assert!(svd.args.contains(&"--resume".to_string()));
-    let mag = plan.runs.iter().find(|r| r.name == "magnitude-k0.2-s1-base").unwrap();
+    let mag = plan
+        .runs
+        .iter()
+        .find(|r| r.name == "magnitude-k0.2-s1-base")
+        .unwrap();
     let at = mag.args.iter().position(|a| a == "--kept-ratio").unwrap();
     assert_eq!(mag.args[at + 1], "0.2");
     assert!(!mag.args.iter().any(|a| a.starts_with("train.lr=0.003")));
-    assert!(mag.args.contains(&"data.task=\"csv\"".to_string()), "{:?}", mag.args);
+    assert!(
+        mag.args.contains(&"data.task=\"csv\"".to_string()),
+        "{:?}",
+        mag.args
+    );
     // The same file expands the same way again.
     assert_eq!(sweep::plan(&f, None).unwrap().runs, plan.runs);
     // --output moves the root.
     let other = sweep::plan(&f, Some(&d.path().join("elsewhere"))).unwrap();
-    assert_eq!(other.runs[0].output, d.path().join("elsewhere/finetune-s1-base"));
+    assert_eq!(
+        other.runs[0].output,
+        d.path().join("elsewhere/finetune-s1-base")
+    );
 }
 
-fn fabricate(root: &Path, index: usize, recipe: &str, k: Option<f64>, seed: u64, summary: Option<Value>) {
+fn fabricate(
+    root: &Path,
+    index: usize,
+    recipe: &str,
+    k: Option<f64>,
+    seed: u64,
+    summary: Option<Value>,
+) {
     let name = match k {
         Some(k) => format!("{recipe}-k{k}-s{seed}"),
         None => format!("{recipe}-s{seed}"),
@@ -193,19 +215,57 @@ fn sweep_collects_mean_and_sd_over_seeds() {
             "train_seconds": secs, "samples_per_second": sps
         })
     };
-    fabricate(root, 0, "finetune", None, 1, Some(serde_json::json!({
-        "final_eval": {"metrics": [["accuracy", 0.9]], "main": "accuracy", "loss": 0.1},
-        "train_seconds": 4.0, "samples_per_second": 100.0
-    })));
-    fabricate(root, 1, "movement", Some(0.2), 1, Some(compress(0.5, 0.2, 10.0, 50.0)));
-    fabricate(root, 2, "movement", Some(0.2), 2, Some(compress(0.6, 0.2, 12.0, 60.0)));
-    fabricate(root, 3, "movement", Some(0.2), 3, Some(compress(0.7, 0.2, 14.0, 70.0)));
-    fabricate(root, 4, "movement", Some(0.1), 1, Some(compress(0.55, 0.1, 1.0, 1.0)));
+    fabricate(
+        root,
+        0,
+        "finetune",
+        None,
+        1,
+        Some(serde_json::json!({
+            "final_eval": {"metrics": [["accuracy", 0.9]], "main": "accuracy", "loss": 0.1},
+            "train_seconds": 4.0, "samples_per_second": 100.0
+        })),
+    );
+    fabricate(
+        root,
+        1,
+        "movement",
+        Some(0.2),
+        1,
+        Some(compress(0.5, 0.2, 10.0, 50.0)),
+    );
+    fabricate(
+        root,
+        2,
+        "movement",
+        Some(0.2),
+        2,
+        Some(compress(0.6, 0.2, 12.0, 60.0)),
+    );
+    fabricate(
+        root,
+        3,
+        "movement",
+        Some(0.2),
+        3,
+        Some(compress(0.7, 0.2, 14.0, 70.0)),
+    );
+    fabricate(
+        root,
+        4,
+        "movement",
+        Some(0.1),
+        1,
+        Some(compress(0.55, 0.1, 1.0, 1.0)),
+    );
     fabricate(root, 5, "movement", Some(0.1), 2, None);
     let t = sweep::collect(root).unwrap();
     assert_eq!(t.cells.len(), 3);
     let ft = &t.cells[0];
-    assert_eq!((ft.recipe.as_str(), ft.target_kept_ratio, ft.mean, ft.sd), ("finetune", None, 0.9, None));
+    assert_eq!(
+        (ft.recipe.as_str(), ft.target_kept_ratio, ft.mean, ft.sd),
+        ("finetune", None, 0.9, None)
+    );
     assert_eq!(ft.kept_ratio, 1.0);
     let m = &t.cells[1];
     assert_eq!(m.target_kept_ratio, Some(0.2));
@@ -220,17 +280,29 @@ fn sweep_collects_mean_and_sd_over_seeds() {
     assert_eq!(k1.seeds, vec![1]);
     assert_eq!(k1.missing, vec!["movement-k0.1-s2".to_string()]);
     let md = t.markdown();
-    assert!(md.contains("| movement | 0.2 | 0.2000 | accuracy | 0.6000 ± 0.1000 | 3 | 12.0 | 60.0 |"), "{md}");
-    assert!(md.contains("| movement | 0.1 | 0.1000 | accuracy | 0.5500 | 1 of 2 |"), "{md}");
+    assert!(
+        md.contains("| movement | 0.2 | 0.2000 | accuracy | 0.6000 ± 0.1000 | 3 | 12.0 | 60.0 |"),
+        "{md}"
+    );
+    assert!(
+        md.contains("| movement | 0.1 | 0.1000 | accuracy | 0.5500 | 1 of 2 |"),
+        "{md}"
+    );
     assert!(md.contains("Not finished: movement-k0.1-s2"), "{md}");
     // The command-line collect writes both files; the JSON lines parse back.
     let o = lpaf(&["sweep", "--collect", &p(root)]);
     assert!(o.status.success(), "{}", text(&o));
     let jl = std::fs::read_to_string(root.join("results.jsonl")).unwrap();
-    let rows: Vec<Value> = jl.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let rows: Vec<Value> = jl
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
     assert_eq!(rows.len(), 3);
     assert_eq!(rows[1]["seeds"], serde_json::json!([1, 2, 3]));
-    assert_eq!(std::fs::read_to_string(root.join("results.md")).unwrap(), md);
+    assert_eq!(
+        std::fs::read_to_string(root.join("results.md")).unwrap(),
+        md
+    );
 }
 
 /// The table's fields that do not depend on timing.
@@ -290,7 +362,10 @@ fn sweep_skips_finished_and_resumes_interrupted_runs() {
     let ckpt = b.join("movement-k0.2-s1/checkpoint");
     let t0 = std::time::Instant::now();
     while !ckpt.is_dir() {
-        assert!(child.try_wait().unwrap().is_none(), "the run ended before its first checkpoint");
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the run ended before its first checkpoint"
+        );
         assert!(t0.elapsed().as_secs() < 120, "no checkpoint after 2 min");
         std::thread::sleep(std::time::Duration::from_millis(2));
     }
@@ -315,7 +390,10 @@ fn sweep_skips_finished_and_resumes_interrupted_runs() {
     let o = lpaf(&["sweep", &p(&f), "--output", &p(&b)]);
     let out = text(&o);
     assert!(o.status.success(), "{out}");
-    assert!(out.contains("magnitude-k0.2-s1: finished before, skipped"), "{out}");
+    assert!(
+        out.contains("magnitude-k0.2-s1: finished before, skipped"),
+        "{out}"
+    );
     assert!(out.contains("movement-k0.2-s1: resuming"), "{out}");
     assert!(out.contains("resumed from its checkpoint"), "{out}");
     assert_eq!(table_values(&b), full);
@@ -334,18 +412,28 @@ fn sweep_skips_finished_and_resumes_interrupted_runs() {
     assert_eq!(r["lpaf_version"], env!("CARGO_PKG_VERSION"));
     let commit = r["git_commit"].as_str().unwrap();
     assert!(
-        commit == "unknown" || (commit.len() == 40 && commit.chars().all(|c| c.is_ascii_hexdigit())),
+        commit == "unknown"
+            || (commit.len() == 40 && commit.chars().all(|c| c.is_ascii_hexdigit())),
         "{commit}"
     );
     let cuda = lpaf::device::BUILD_CUDA_VERSION;
-    assert_eq!(r["build_cuda_version"], format!("{}.{}", cuda / 1000, cuda % 1000 / 10));
-    assert!(r["machine"]["device"].as_str().unwrap().starts_with("cpu"), "{r}");
+    assert_eq!(
+        r["build_cuda_version"],
+        format!("{}.{}", cuda / 1000, cuda % 1000 / 10)
+    );
+    assert!(
+        r["machine"]["device"].as_str().unwrap().starts_with("cpu"),
+        "{r}"
+    );
     assert!(!r["machine"]["cpu_model"].as_str().unwrap().is_empty());
     assert_eq!(r["precision"], "f32");
     assert_eq!(r["seed"], 2);
     // The recipe with its defaults: set keys and ones the file never named.
     // train.lr is an f32.
-    assert!((r["config"]["train"]["lr"].as_f64().unwrap() - 1e-3).abs() < 1e-9, "{r}");
+    assert!(
+        (r["config"]["train"]["lr"].as_f64().unwrap() - 1e-3).abs() < 1e-9,
+        "{r}"
+    );
     assert_eq!(r["config"]["target"]["kept_ratio"], 0.2);
     assert_eq!(r["config"]["pruning"]["score_init"], "magnitude");
     assert!(r["config"]["train"]["weight_decay"].is_number(), "{r}");
@@ -376,8 +464,13 @@ fn sweep_failing_run_is_reported_and_the_others_finish() {
     assert!(out.contains("broken-k0.2-s3: FAILED: exit code 1"), "{out}");
     assert!(out.contains(&p(&log)), "{out}");
     assert!(out.contains("1 of 2 runs failed"), "{out}");
-    assert!(std::fs::read_to_string(&log).unwrap().contains("no_such_key"));
-    assert!(d.path().join("root/magnitude-k0.2-s3/summary.json").is_file());
+    assert!(std::fs::read_to_string(&log)
+        .unwrap()
+        .contains("no_such_key"));
+    assert!(d
+        .path()
+        .join("root/magnitude-k0.2-s3/summary.json")
+        .is_file());
     let md = std::fs::read_to_string(d.path().join("root/results.md")).unwrap();
     assert!(md.contains("Not finished: broken-k0.2-s3"), "{md}");
 }
@@ -391,7 +484,13 @@ fn sweep_emits_resumable_slurm_arrays() {
         "recipes = [\"finetune\", \"magnitude\", \"svd\"]\nkept_ratios = [0.2, 0.1]\n\
          seeds = [1, 2, 3]\nstart_from_finetune = [\"svd\"]\n",
     );
-    let o = lpaf(&["sweep", &p(&f), "--emit", "slurm", "--sbatch=--partition=a100"]);
+    let o = lpaf(&[
+        "sweep",
+        &p(&f),
+        "--emit",
+        "slurm",
+        "--sbatch=--partition=a100",
+    ]);
     assert!(o.status.success(), "{}", text(&o));
     let root = d.path().join("root");
     let dir = root.join("slurm");
@@ -404,8 +503,17 @@ fn sweep_emits_resumable_slurm_arrays() {
         read("collect.sbatch"),
         read("submit.sh"),
     );
-    for n in ["finetune.sbatch", "runs.sbatch", "collect.sbatch", "submit.sh"] {
-        let b = Command::new("bash").arg("-n").arg(dir.join(n)).output().unwrap();
+    for n in [
+        "finetune.sbatch",
+        "runs.sbatch",
+        "collect.sbatch",
+        "submit.sh",
+    ] {
+        let b = Command::new("bash")
+            .arg("-n")
+            .arg(dir.join(n))
+            .output()
+            .unwrap();
         assert!(b.status.success(), "{n}: {}", text(&b));
     }
     // 3 fine-tuning runs, then 2 ratios × 2 recipes × 3 seeds: every index once.
@@ -420,9 +528,15 @@ fn sweep_emits_resumable_slurm_arrays() {
         assert!(s.contains(&format!("--output {}", p(&root))), "{s}");
         assert!(s.contains(env!("CARGO_BIN_EXE_lpaf")), "{s}");
     }
-    assert!(collect.contains(&format!("sweep --collect {}", p(&root))), "{collect}");
+    assert!(
+        collect.contains(&format!("sweep --collect {}", p(&root))),
+        "{collect}"
+    );
     assert!(submit.contains("--dependency=afterany:$FT "), "{submit}");
-    assert!(submit.contains("--dependency=afterany:$FT:$RUNS"), "{submit}");
+    assert!(
+        submit.contains("--dependency=afterany:$FT:$RUNS"),
+        "{submit}"
+    );
     // An array task's command is the resumable one-run command.
     let task = runs
         .lines()
@@ -435,7 +549,11 @@ fn sweep_emits_resumable_slurm_arrays() {
     assert!(text(&o).contains("--run-index 99: "), "{}", text(&o));
     if Command::new("sbatch").arg("--version").output().is_ok() {
         for n in ["finetune.sbatch", "runs.sbatch", "collect.sbatch"] {
-            let t = Command::new("sbatch").arg("--test-only").arg(dir.join(n)).output().unwrap();
+            let t = Command::new("sbatch")
+                .arg("--test-only")
+                .arg(dir.join(n))
+                .output()
+                .unwrap();
             assert!(t.status.success(), "sbatch --test-only {n}: {}", text(&t));
         }
     } else {
