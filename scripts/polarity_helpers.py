@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Helpers of scripts/reproduce-polarity.sh (stdlib only, Python ≥ 3.10).
+"""Helpers of scripts/reproduce-polarity-with-torch.sh (stdlib only, Python ≥ 3.10).
 
     polarity_helpers.py split POLARITY_CSV OUTDIR/split [--seed 42] [--dev-fraction 0.1]
     polarity_helpers.py recipe-get RECIPE.toml KEY [DEFAULT]
@@ -16,7 +16,7 @@ rows are then shuffled (same generator) so that any prefix (`--max-train-rows`)
 holds both classes. Written once: existing files with the right row counts are
 kept (a mismatch is an error, never a silent rewrite).
 
-`table`: reads every run under OUTDIR (see reproduce-polarity.sh for the
+`table`: reads every run under OUTDIR (see reproduce-polarity-with-torch.sh for the
 layout) and writes OUTDIR/results.jsonl (one object per run) and
 OUTDIR/table.md (one row per engine × method × kept ratio; mean ± sd over
 seeds), and prints the table.

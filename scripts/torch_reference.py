@@ -9,7 +9,7 @@ It reads the engine's recipe TOML for the method (`recipes/movement.toml`,
 overrides as `lpaf compress`: `--kept-ratio`, `--seed`, `--epochs` / `--steps`,
 `--max-train-rows`, `--precision`, `--set section.key=value`. Data: a CSV
 with a header (text column `--text-a`, label column `--label`), e.g. the
-split that scripts/reproduce-polarity.sh writes. Fine-tunes
+split that scripts/reproduce-polarity-with-torch.sh writes. Fine-tunes
 `BertForSequenceClassification` from the (pre-trained) `--model` directory
 while compressing, evaluates the final compressed model on the dev CSV, and
 writes

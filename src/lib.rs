@@ -10,10 +10,19 @@
 //! - [`data`]: datasets (GLUE, CSV/TSV/JSONL, SQuAD, polarity) and batching.
 //! - [`train`]: optimizer, schedules, trainer, checkpoints, metrics, logs.
 //! - [`compress`]: the compression methods, recipes and export.
+//! - [`sweep`]: sweep files expanded into runs, run locally or on Slurm, collected.
 //! - [`bench`]: `lpaf bench kernels` and `lpaf bench train`.
 //! - [`plot`]: `lpaf plot` (training curves, spectra, rooflines; PNG / SVG).
 //! - [`cli`]: the `lpaf` command.
 //! - [`out`]: standard output that ends quietly on a closed pipe (used by every layer that prints).
+
+#[cfg(all(feature = "cuda12", feature = "cuda13"))]
+compile_error!(
+    "features cuda12 and cuda13 exclude each other: the CUDA 12 build is \
+     `cargo build --no-default-features --features cuda12`"
+);
+#[cfg(not(any(feature = "cuda12", feature = "cuda13")))]
+compile_error!("one of the features cuda13 (the default) or cuda12 is needed");
 
 pub mod backend;
 pub mod bench;
@@ -27,6 +36,7 @@ pub mod kernels;
 pub mod model;
 pub mod out;
 pub mod plot;
+pub mod sweep;
 pub mod train;
 
 pub use error::{Error, Result};

@@ -43,6 +43,7 @@ pub fn dispatch(cmd: Command) -> Result<()> {
         Command::Bench(a) => crate::cli::bench_cmd::bench(a),
         Command::Convert(a) => convert(a),
         Command::Plot(a) => crate::cli::plot_cmd::plot(a),
+        Command::Sweep(a) => crate::cli::sweep_cmd::sweep(a),
     }
 }
 
@@ -99,7 +100,10 @@ fn finetune(a: RunArgs) -> Result<()> {
     write_summary(
         &cfg.output,
         &summary,
-        json!({"command": "finetune", "device": be.name(), "config": cfg}),
+        json!({"command": "finetune", "device": be.name(), "config": cfg,
+            "reproduction": crate::train::provenance::reproduction(
+                be.as_ref(), cfg.train.precision, cfg.train.seed, &cfg,
+                &crate::train::provenance::data_files(&cfg.data), &model_dir)?}),
     )?;
     crate::outln!("{}", run::final_line(&summary))?;
     crate::outln!(

@@ -6,6 +6,7 @@ pub mod compress_cmd;
 pub mod config;
 pub mod info_cmd;
 pub mod plot_cmd;
+pub mod sweep_cmd;
 
 use std::path::PathBuf;
 
@@ -43,6 +44,8 @@ pub enum Command {
     Convert(ConvertArgs),
     /// Pictures (PNG / SVG): training curves of runs, singular-value spectra, a kernel roofline.
     Plot(plot_cmd::PlotArgs),
+    /// Run a sweep file (recipes × kept ratios × seeds × overrides) locally or as Slurm arrays, and collect its table.
+    Sweep(sweep_cmd::SweepArgs),
 }
 
 /// Data, training and run options shared by `finetune` and `compress`. Every

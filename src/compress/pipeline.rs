@@ -56,6 +56,9 @@ pub struct CompressOutcome {
     /// The run stopped early (`train.stop_after`): nothing was saved but the
     /// checkpoint; resume to finish.
     pub stopped: bool,
+    /// What reproducing the run needs (src/train/provenance.rs).
+    #[serde(default)]
+    pub reproduction: serde_json::Value,
 }
 
 /// Wraps hooks with distillation when the recipe asks for it.
@@ -400,6 +403,14 @@ fn outcome(
         output: recipe.output.join("compressed"),
         stages,
         stopped: false,
+        reproduction: crate::train::provenance::reproduction(
+            be,
+            recipe.train.precision,
+            recipe.train.seed,
+            recipe,
+            &crate::train::provenance::data_files(&recipe.data),
+            &expand_home(&recipe.model),
+        )?,
     };
     crate::model::io::write_atomic(
         &recipe.output.join("summary.json"),
@@ -421,6 +432,7 @@ fn stopped(recipe: &Recipe, stages: Vec<TrainSummary>) -> CompressOutcome {
         output: recipe.output.join("checkpoint"),
         stages,
         stopped: true,
+        reproduction: serde_json::Value::Null,
     }
 }
 

@@ -54,8 +54,13 @@ pub fn probe_cuda() -> Result<CudaInfo> {
     if !present {
         return Err(Error::cuda(
             "probe",
-            "the NVIDIA driver library (libcuda.so) was not found: no NVIDIA driver is installed \
-             on this machine (GPU runs need a driver supporting CUDA 13.0 or newer)",
+            format!(
+                "the NVIDIA driver library (libcuda.so) was not found: no NVIDIA driver is \
+                 installed on this machine (this build's GPU runs need a driver supporting CUDA \
+                 {}.0 or newer: {} or later)",
+                BUILD_CUDA_VERSION / 1000,
+                driver_branch_for(BUILD_CUDA_VERSION)
+            ),
         ));
     }
     cudarc::driver::result::init().map_err(|e| Error::cuda("cuInit", e))?;
@@ -81,9 +86,22 @@ pub fn probe_cuda() -> Result<CudaInfo> {
     })
 }
 
-/// The CUDA version this build's kernels and cuBLAS need (nvcc 13.0 cubins,
-/// cuBLAS 13), in the driver's encoding (1000 · major + 10 · minor).
+/// The CUDA version this build's kernels and cuBLAS need, in the driver's
+/// encoding (1000 · major + 10 · minor): the default build, nvcc 13.0 cubins
+/// and cuBLAS 13; the `cuda12` feature, CUDA 12.0 cubins / PTX and cuBLAS 12.
+#[cfg(not(feature = "cuda12"))]
 pub const BUILD_CUDA_VERSION: i32 = 13000;
+#[cfg(feature = "cuda12")]
+pub const BUILD_CUDA_VERSION: i32 = 12000;
+
+/// The oldest driver branch that runs a build (README "CUDA 12 or 13").
+pub const fn driver_branch_for(cuda_version: i32) -> &'static str {
+    if cuda_version >= 13000 {
+        "R580"
+    } else {
+        "R525"
+    }
+}
 
 /// A driver older than the build says so in words, instead of failing
 /// later with a loader or "unsupported PTX" error.
@@ -97,22 +115,41 @@ fn check_driver_version() -> Result<()> {
     driver_version_ok(v)
 }
 
+/// The CUDA version the loaded driver supports (`None` without a driver).
+pub fn driver_cuda_version() -> Option<i32> {
+    // SAFETY: only tries to dlopen the driver library.
+    if !unsafe { cudarc::driver::sys::is_culib_present() } {
+        return None;
+    }
+    let mut v = 0i32;
+    // SAFETY: writes one int; cuDriverGetVersion needs no cuInit.
+    let r = unsafe { cudarc::driver::sys::cuDriverGetVersion(&mut v) };
+    (r == cudarc::driver::sys::CUresult::CUDA_SUCCESS).then_some(v)
+}
+
 /// `Ok` when a driver reporting CUDA version `v` can run this build.
 pub fn driver_version_ok(v: i32) -> Result<()> {
     if v >= BUILD_CUDA_VERSION {
         return Ok(());
     }
     let f = |x: i32| format!("{}.{}", x / 1000, (x % 1000) / 10);
+    let other = if v >= 12000 && BUILD_CUDA_VERSION > 12000 {
+        "; or use lpaf's CUDA 12 build, which runs on R525 and newer drivers: \
+         scripts/install-nvcc.sh 12, then cargo build --release --no-default-features \
+         --features cuda12 (README \"CUDA 12 or 13\")"
+    } else {
+        ""
+    };
     Err(Error::cuda(
         "driver check",
         format!(
             "the NVIDIA driver supports CUDA up to {}, but this lpaf build needs CUDA {} (its kernels \
-             are built with nvcc {} and it loads cuBLAS {}): install an R580 or newer driver; \
-             a CUDA 12 build of lpaf is not available yet",
+             are built for CUDA {} and it loads cuBLAS {}): install an {} or newer driver{other}",
             f(v),
             f(BUILD_CUDA_VERSION),
             f(BUILD_CUDA_VERSION),
-            BUILD_CUDA_VERSION / 1000
+            BUILD_CUDA_VERSION / 1000,
+            driver_branch_for(BUILD_CUDA_VERSION),
         ),
     ))
 }

@@ -19,8 +19,8 @@ pub fn require_kernels(nvcc_version: Option<&str>) -> crate::Result<()> {
 
 /// Why the CUDA backend cannot run, when the kernels were not compiled.
 pub const NVCC_MISSING: &str = "this lpaf binary was built without nvcc, so it contains no CUDA \
-kernels; install the pinned CUDA 13.0 nvcc with scripts/install-nvcc.sh and rebuild \
-(or set NVCC / CUDA_HOME)";
+kernels; install the pinned CUDA 13.0 nvcc with scripts/install-nvcc.sh (the CUDA 12 build: \
+scripts/install-nvcc.sh 12) and rebuild (or set NVCC / CUDA_HOME)";
 
 #[cfg(test)]
 mod tests {

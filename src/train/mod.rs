@@ -6,6 +6,7 @@ pub mod eval;
 pub mod log;
 pub mod metrics;
 pub mod optimizer;
+pub mod provenance;
 pub mod run;
 pub mod rundir;
 pub mod schedule;

@@ -273,14 +273,38 @@ fn gpu_old_driver_is_a_clear_error() {
         .env("LPAF_EMU_DRIVER_VERSION", "12040")
         .output()
         .unwrap();
-    assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        err.contains("supports CUDA up to 12.4")
-            && err.contains("needs CUDA 13.0")
-            && err.contains("R580"),
-        "{err}"
-    );
-    assert!(lpaf::device::driver_version_ok(13000).is_ok());
-    assert!(lpaf::device::driver_version_ok(12080).is_err());
+    let build = lpaf::device::BUILD_CUDA_VERSION;
+    if build >= 13000 {
+        // The CUDA 13 build on a CUDA 12 driver: points at the CUDA 12 build.
+        assert!(!out.status.success());
+        assert!(
+            err.contains("supports CUDA up to 12.4")
+                && err.contains("needs CUDA 13.0")
+                && err.contains("R580")
+                && err.contains("--features cuda12"),
+            "{err}"
+        );
+        assert!(lpaf::device::driver_version_ok(13000).is_ok());
+        assert!(lpaf::device::driver_version_ok(12080).is_err());
+    } else {
+        // The CUDA 12 build runs on that driver; an 11.8 one is refused.
+        assert!(out.status.success(), "{err}");
+        let out = Command::new(env!("CARGO_BIN_EXE_lpaf"))
+            .args(["bench", "kernels", "--device", "cuda", "--scale", "0.001"])
+            .env("LPAF_EMU_DRIVER_VERSION", "11080")
+            .output()
+            .unwrap();
+        assert!(!out.status.success());
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains("supports CUDA up to 11.8")
+                && err.contains("needs CUDA 12.0")
+                && err.contains("R525")
+                && !err.contains("--features cuda12"),
+            "{err}"
+        );
+        assert!(lpaf::device::driver_version_ok(12000).is_ok());
+        assert!(lpaf::device::driver_version_ok(11080).is_err());
+    }
 }

@@ -16,4 +16,5 @@ mod kernels_gpu;
 mod model;
 mod plot;
 mod robustness;
+mod sweep;
 mod train;

@@ -132,7 +132,10 @@ impl CudaBackend {
         if !unsafe { cudarc::cublas::sys::is_culib_present() } {
             return Err(Error::cuda(
                 "CudaBackend::new",
-                "libcublas (CUDA 13) was not found on the library path (LD_LIBRARY_PATH)",
+                format!(
+                    "libcublas (CUDA {}) was not found on the library path (LD_LIBRARY_PATH)",
+                    crate::device::BUILD_CUDA_VERSION / 1000
+                ),
             ));
         }
         let ctx = CudaContext::new(ordinal).map_err(|e| Error::cuda("cuCtxCreate", e))?;
