@@ -502,7 +502,7 @@ fn loaders(work: &Path, root: &Path) -> Vec<Loader> {
     let state = lpaf::train::checkpoint::TrainerState {
         lpaf_version: "fuzz".into(), step: 3, total_steps: 10, seed: 1, epoch: 0, position: 8,
         best_metric: Some(0.5), best_step: Some(2), method: serde_json::json!({"k": [1, 2]}),
-        config_fingerprint: "f".into(),
+        config_fingerprint: "f".into(), reference_loss: Some(0.7), recent_losses: vec![0.7, 0.6],
     };
     lpaf::train::checkpoint::save_checkpoint(be, &mut m, &state, &ck).unwrap();
     let model = std::cell::RefCell::new(m);
