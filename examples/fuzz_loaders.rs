@@ -75,7 +75,15 @@ fn save_current() {}
 
 fn byte_mutation(u: &mut Unstructured<'_>, b: &mut Vec<u8>) -> arbitrary::Result<()> {
     let interesting: [&[u8]; 10] = [
-        b"\"", b",", b"\t", b"\n", b"\r\n", b"\xef\xbb\xbf", b"\xff\xfe", b"0", b"-1",
+        b"\"",
+        b",",
+        b"\t",
+        b"\n",
+        b"\r\n",
+        b"\xef\xbb\xbf",
+        b"\xff\xfe",
+        b"0",
+        b"-1",
         b"18446744073709551615",
     ];
     let n = b.len();
@@ -294,11 +302,17 @@ fn mutate(kind: Kind, seed: &[u8], u: &mut Unstructured<'_>) -> Vec<u8> {
         let structured = u.ratio(2, 3).unwrap_or(false);
         let _ = match (kind, structured) {
             (Kind::Json, true) => match serde_json::from_slice::<serde_json::Value>(&b) {
-                Ok(mut v) => json_mutation(u, &mut v).map(|_| b = serde_json::to_vec_pretty(&v).unwrap()),
+                Ok(mut v) => {
+                    json_mutation(u, &mut v).map(|_| b = serde_json::to_vec_pretty(&v).unwrap())
+                }
                 Err(_) => byte_mutation(u, &mut b),
             },
-            (Kind::Toml, true) => match std::str::from_utf8(&b).ok().and_then(|s| s.parse::<toml::Table>().ok()) {
-                Some(mut t) => toml_mutation(u, &mut t).map(|_| b = toml::to_string(&t).unwrap_or_default().into_bytes()),
+            (Kind::Toml, true) => match std::str::from_utf8(&b)
+                .ok()
+                .and_then(|s| s.parse::<toml::Table>().ok())
+            {
+                Some(mut t) => toml_mutation(u, &mut t)
+                    .map(|_| b = toml::to_string(&t).unwrap_or_default().into_bytes()),
                 None => byte_mutation(u, &mut b),
             },
             (Kind::Safetensors, true) => safetensors_mutation(u, &mut b),
@@ -361,11 +375,20 @@ fn make_compressed(fixture: &Path, dst: &Path) {
             }
             t.insert(format!("{p}.lowrank_u"), HostTensor::f32(&[o, r], u));
             t.insert(format!("{p}.lowrank_v"), HostTensor::f32(&[r, i], v));
-            t.insert(format!("{p}.sparse_values"), HostTensor::f32(&[vals.len()], vals));
-            t.insert(format!("{p}.sparse_indices"), HostTensor::i32(&[idx.len()], idx));
+            t.insert(
+                format!("{p}.sparse_values"),
+                HostTensor::f32(&[vals.len()], vals),
+            );
+            t.insert(
+                format!("{p}.sparse_indices"),
+                HostTensor::i32(&[idx.len()], idx),
+            );
             t.insert(
                 format!("{p}.sparse_indptr"),
-                HostTensor { shape: vec![ptr.len()], data: HostData::I64(ptr) },
+                HostTensor {
+                    shape: vec![ptr.len()],
+                    data: HostData::I64(ptr),
+                },
             );
         }
     }
@@ -388,10 +411,25 @@ fn make_compressed(fixture: &Path, dst: &Path) {
 
 fn small_safetensors(p: &Path) {
     let mut t = BTreeMap::new();
-    t.insert("a.weight".to_string(), HostTensor::f32(&[3, 4], (0..12).map(|x| x as f32).collect()));
-    t.insert("b.ids".to_string(), HostTensor { shape: vec![5], data: HostData::I64(vec![0, 1, 2, 3, 4]) });
-    t.insert("c.idx".to_string(), HostTensor::i32(&[2, 2], vec![1, 2, 3, 4]));
-    t.insert("d.mask".to_string(), HostTensor::u8(&[6], vec![1, 0, 1, 0, 1, 1]));
+    t.insert(
+        "a.weight".to_string(),
+        HostTensor::f32(&[3, 4], (0..12).map(|x| x as f32).collect()),
+    );
+    t.insert(
+        "b.ids".to_string(),
+        HostTensor {
+            shape: vec![5],
+            data: HostData::I64(vec![0, 1, 2, 3, 4]),
+        },
+    );
+    t.insert(
+        "c.idx".to_string(),
+        HostTensor::i32(&[2, 2], vec![1, 2, 3, 4]),
+    );
+    t.insert(
+        "d.mask".to_string(),
+        HostTensor::u8(&[6], vec![1, 0, 1, 0, 1, 1]),
+    );
     write_safetensors(p, &t, FloatFormat::Bf16, None).unwrap();
 }
 
@@ -400,31 +438,65 @@ fn loaders(work: &Path, root: &Path) -> Vec<Loader> {
     let be: &'static CpuBackend = Box::leak(Box::new(CpuBackend::new()));
     let read = |p: &Path| std::fs::read(p).unwrap();
     let mut v: Vec<Loader> = Vec::new();
-    let mut add = |name: &'static str, file: &'static str, seed: Vec<u8>, kind: Kind, run: Box<dyn FnMut(&Path) -> lpaf::Result<()>>| {
+    let mut add = |name: &'static str,
+                   file: &'static str,
+                   seed: Vec<u8>,
+                   kind: Kind,
+                   run: Box<dyn FnMut(&Path) -> lpaf::Result<()>>| {
         let dir = work.join(name);
         std::fs::create_dir_all(&dir).unwrap();
-        v.push(Loader { name, dir, file, seed, kind, run, inputs: 0, errors: 0, panics: 0 });
+        v.push(Loader {
+            name,
+            dir,
+            file,
+            seed,
+            kind,
+            run,
+            inputs: 0,
+            errors: 0,
+            panics: 0,
+        });
     };
 
     // safetensors reader (every dtype), and a whole model directory.
     small_safetensors(&work.join("small.safetensors"));
-    add("safetensors", "x.safetensors", read(&work.join("small.safetensors")), Kind::Safetensors,
-        Box::new(|d| read_safetensors(&d.join("x.safetensors")).map(|_| ())));
+    add(
+        "safetensors",
+        "x.safetensors",
+        read(&work.join("small.safetensors")),
+        Kind::Safetensors,
+        Box::new(|d| read_safetensors(&d.join("x.safetensors")).map(|_| ())),
+    );
     let md = work.join("model");
     copy_dir(&fx, &md);
-    add("model_dir", "model.safetensors", read(&fx.join("model.safetensors")), Kind::Safetensors,
+    add(
+        "model_dir",
+        "model.safetensors",
+        read(&fx.join("model.safetensors")),
+        Kind::Safetensors,
         Box::new(move |d| {
             copy_once(&md, d);
-            lpaf::model::weights::load_model_dir(be, d, None, 0, &lpaf::model::bert::DenseFactory).map(|_| ())
-        }));
-    add("config_json", "config.json", read(&fx.join("config.json")), Kind::Json,
-        Box::new(|d| lpaf::model::config::BertConfig::load(&d.join("config.json")).map(|_| ())));
+            lpaf::model::weights::load_model_dir(be, d, None, 0, &lpaf::model::bert::DenseFactory)
+                .map(|_| ())
+        }),
+    );
+    add(
+        "config_json",
+        "config.json",
+        read(&fx.join("config.json")),
+        Kind::Json,
+        Box::new(|d| lpaf::model::config::BertConfig::load(&d.join("config.json")).map(|_| ())),
+    );
 
     // The compressed format: tensors, and compression.json.
     let cd = work.join("compressed-seed");
     make_compressed(&fx, &cd);
     let cd2 = cd.clone();
-    add("compressed_tensors", "model.safetensors", read(&cd.join("model.safetensors")), Kind::Safetensors,
+    add(
+        "compressed_tensors",
+        "model.safetensors",
+        read(&cd.join("model.safetensors")),
+        Kind::Safetensors,
         Box::new(move |d| {
             copy_once(&cd2, d);
             lpaf::compress::format::load_compressed(be, d, 0)?;
@@ -432,77 +504,164 @@ fn loaders(work: &Path, root: &Path) -> Vec<Loader> {
             for l in 0..v.config.num_hidden_layers {
                 for s in 0..6 {
                     let (o, i) = lpaf::model::bert::slot_shape(&v.config, s);
-                    lpaf::compress::format::dense_matrix(&v.tensors, &lpaf::model::bert::linear_prefix(l, s), o, i)?;
+                    lpaf::compress::format::dense_matrix(
+                        &v.tensors,
+                        &lpaf::model::bert::linear_prefix(l, s),
+                        o,
+                        i,
+                    )?;
                 }
             }
             Ok(())
-        }));
+        }),
+    );
     let cd3 = cd.clone();
-    add("compression_json", "compression.json", read(&cd.join("compression.json")), Kind::Json,
+    add(
+        "compression_json",
+        "compression.json",
+        read(&cd.join("compression.json")),
+        Kind::Json,
         Box::new(move |d| {
             copy_once(&cd3, d);
             lpaf::compress::format::validate_dir(d).map(|_| ())
-        }));
+        }),
+    );
 
     // Recipes (every shipped one is a seed; one is picked per loader run).
     let recipe = read(&root.join("recipes/lpaf.toml"));
-    add("recipe_toml", "r.toml", recipe, Kind::Toml, Box::new(|d| {
-        let t = lpaf::cli::config::ConfigTable::from_file(&d.join("r.toml"))?;
-        let r: lpaf::compress::recipe::Recipe = t.parse()?;
-        r.validate()?;
-        let c = lpaf::compress::pipeline::check_budgets(&r, &lpaf::model::BertConfig::base());
-        c.map(|_| ())
-    }));
-    add("finetune_toml", "f.toml", read(&root.join("recipes/finetune.toml")), Kind::Toml, Box::new(|d| {
-        let t = lpaf::cli::config::ConfigTable::from_file(&d.join("f.toml"))?;
-        let f: lpaf::cli::config::FinetuneConfig = t.parse()?;
-        f.train.validate()
-    }));
+    add(
+        "recipe_toml",
+        "r.toml",
+        recipe,
+        Kind::Toml,
+        Box::new(|d| {
+            let t = lpaf::cli::config::ConfigTable::from_file(&d.join("r.toml"))?;
+            let r: lpaf::compress::recipe::Recipe = t.parse()?;
+            r.validate()?;
+            let c = lpaf::compress::pipeline::check_budgets(&r, &lpaf::model::BertConfig::base());
+            c.map(|_| ())
+        }),
+    );
+    add(
+        "finetune_toml",
+        "f.toml",
+        read(&root.join("recipes/finetune.toml")),
+        Kind::Toml,
+        Box::new(|d| {
+            let t = lpaf::cli::config::ConfigTable::from_file(&d.join("f.toml"))?;
+            let f: lpaf::cli::config::FinetuneConfig = t.parse()?;
+            f.train.validate()
+        }),
+    );
 
     // Data readers.
     use lpaf::data::{read_table, TableFormat, TableSpec};
-    let spec = |f| TableSpec { format: f, text_a: "sentence".into(), text_b: Some("other".into()), label: Some("label".into()) };
+    let spec = |f| TableSpec {
+        format: f,
+        text_a: "sentence".into(),
+        text_b: Some("other".into()),
+        label: Some("label".into()),
+    };
     let csv = b"sentence,other,label\n\"a, quoted\nfield\",x,1\nplain,\"y \"\"q\"\"\",0\n\xef\xbc\xa1,z,1\n".to_vec();
     let s1 = spec(TableFormat::Csv);
-    add("csv", "t.csv", csv, Kind::Bytes, Box::new(move |d| read_table(d.join("t.csv"), &s1, true).map(|_| ())));
+    add(
+        "csv",
+        "t.csv",
+        csv,
+        Kind::Bytes,
+        Box::new(move |d| read_table(d.join("t.csv"), &s1, true).map(|_| ())),
+    );
     let tsv = b"sentence\tother\tlabel\ngood\tx\t1\nbad\ty\t0\n".to_vec();
     let s2 = spec(TableFormat::Tsv);
-    add("tsv", "t.tsv", tsv, Kind::Bytes, Box::new(move |d| read_table(d.join("t.tsv"), &s2, true).map(|_| ())));
+    add(
+        "tsv",
+        "t.tsv",
+        tsv,
+        Kind::Bytes,
+        Box::new(move |d| read_table(d.join("t.tsv"), &s2, true).map(|_| ())),
+    );
     let jsonl = b"{\"sentence\": \"good\", \"other\": \"x\", \"label\": 1}\n{\"sentence\": \"bad\", \"other\": \"y\", \"label\": \"0\"}\n".to_vec();
     let s3 = spec(TableFormat::Jsonl);
-    add("jsonl", "t.jsonl", jsonl, Kind::Bytes, Box::new(move |d| read_table(d.join("t.jsonl"), &s3, false).map(|_| ())));
+    add(
+        "jsonl",
+        "t.jsonl",
+        jsonl,
+        Kind::Bytes,
+        Box::new(move |d| read_table(d.join("t.jsonl"), &s3, false).map(|_| ())),
+    );
     let glue = b"sentence1\tsentence2\tlabel\nA man.\tA person.\tentailment\nA cat.\tA dog.\tcontradiction\n".to_vec();
-    add("glue_tsv", "g.tsv", glue, Kind::Bytes, Box::new(|d| {
-        let p = d.join("g.tsv");
-        lpaf::data::read_glue(lpaf::data::GlueTask::Rte, &p, false)?;
-        lpaf::data::read_glue(lpaf::data::GlueTask::Cola, &p, true).map(|_| ())
-    }));
+    add(
+        "glue_tsv",
+        "g.tsv",
+        glue,
+        Kind::Bytes,
+        Box::new(|d| {
+            let p = d.join("g.tsv");
+            lpaf::data::read_glue(lpaf::data::GlueTask::Rte, &p, false)?;
+            lpaf::data::read_glue(lpaf::data::GlueTask::Cola, &p, true).map(|_| ())
+        }),
+    );
     let pol = b"\xef\xbb\xbf\"1\",\"a fine film \n\"\r\n\"-1\",\"a dull one \n\"\r\n".to_vec();
-    add("polarity_csv", "p.csv", pol, Kind::Bytes, Box::new(|d| lpaf::data::read_polarity(d.join("p.csv")).map(|_| ())));
+    add(
+        "polarity_csv",
+        "p.csv",
+        pol,
+        Kind::Bytes,
+        Box::new(|d| lpaf::data::read_polarity(d.join("p.csv")).map(|_| ())),
+    );
     let squad = serde_json::to_vec_pretty(&serde_json::json!({"version": "v2.0", "data": [{"title": "t", "paragraphs": [
         {"context": "The film was shot in Paris in 1999.", "qas": [
             {"id": "q1", "question": "Where?", "answers": [{"text": "Paris", "answer_start": 21}], "is_impossible": false},
             {"id": "q2", "question": "Who?", "answers": [], "is_impossible": true}]}]}]})).unwrap();
-    add("squad_json", "s.json", squad, Kind::Json, Box::new(|d| lpaf::data::read_squad(d.join("s.json")).map(|_| ())));
+    add(
+        "squad_json",
+        "s.json",
+        squad,
+        Kind::Json,
+        Box::new(|d| lpaf::data::read_squad(d.join("s.json")).map(|_| ())),
+    );
 
     // Tokenizer: load, then encode a pair.
     let tk = work.join("tok-seed");
     std::fs::create_dir_all(&tk).unwrap();
-    std::fs::copy(fx.join("tokenizer_config.json"), tk.join("tokenizer_config.json")).unwrap();
-    add("tokenizer_json", "tokenizer.json", read(&fx.join("tokenizer.json")), Kind::Json, Box::new(move |d| {
-        copy_once(&tk, d);
-        let t = lpaf::data::Tokenizer::from_dir(d)?;
-        t.encode("the movie was good", Some("a b c"), 16).map(|_| ())
-    }));
+    std::fs::copy(
+        fx.join("tokenizer_config.json"),
+        tk.join("tokenizer_config.json"),
+    )
+    .unwrap();
+    add(
+        "tokenizer_json",
+        "tokenizer.json",
+        read(&fx.join("tokenizer.json")),
+        Kind::Json,
+        Box::new(move |d| {
+            copy_once(&tk, d);
+            let t = lpaf::data::Tokenizer::from_dir(d)?;
+            t.encode("the movie was good", Some("a b c"), 16)
+                .map(|_| ())
+        }),
+    );
 
     // Checkpoints: trainer state JSON and the tensors.
     let ck = work.join("ckpt-seed");
-    let (mut m, _) = lpaf::model::weights::load_model_dir(be, &fx, None, 0, &lpaf::model::bert::DenseFactory).unwrap();
-    m.visit_params(&mut |p| p.adam_state(be).map(|_| ())).unwrap();
+    let (mut m, _) =
+        lpaf::model::weights::load_model_dir(be, &fx, None, 0, &lpaf::model::bert::DenseFactory)
+            .unwrap();
+    m.visit_params(&mut |p| p.adam_state(be).map(|_| ()))
+        .unwrap();
     let state = lpaf::train::checkpoint::TrainerState {
-        lpaf_version: "fuzz".into(), step: 3, total_steps: 10, seed: 1, epoch: 0, position: 8,
-        best_metric: Some(0.5), best_step: Some(2), method: serde_json::json!({"k": [1, 2]}),
-        config_fingerprint: "f".into(), reference_loss: Some(0.7), recent_losses: vec![0.7, 0.6],
+        lpaf_version: "fuzz".into(),
+        step: 3,
+        total_steps: 10,
+        seed: 1,
+        epoch: 0,
+        position: 8,
+        best_metric: Some(0.5),
+        best_step: Some(2),
+        method: serde_json::json!({"k": [1, 2]}),
+        config_fingerprint: "f".into(),
+        reference_loss: Some(0.7),
+        recent_losses: vec![0.7, 0.6],
     };
     lpaf::train::checkpoint::save_checkpoint(be, &mut m, &state, &ck).unwrap();
     let model = std::cell::RefCell::new(m);
@@ -513,10 +672,16 @@ fn loaders(work: &Path, root: &Path) -> Vec<Loader> {
         ("ckpt_optimizer", "optimizer.safetensors", Kind::Safetensors),
     ] {
         let ck = ck.clone();
-        add(name, file, read(&ck.join(file)), kind, Box::new(move |d| {
-            copy_once(&ck, d);
-            lpaf::train::checkpoint::load_checkpoint(be, &mut model.borrow_mut(), d).map(|_| ())
-        }));
+        add(
+            name,
+            file,
+            read(&ck.join(file)),
+            kind,
+            Box::new(move |d| {
+                copy_once(&ck, d);
+                lpaf::train::checkpoint::load_checkpoint(be, &mut model.borrow_mut(), d).map(|_| ())
+            }),
+        );
     }
     let _ = be.name();
     v
@@ -549,14 +714,24 @@ fn now_ms(t0: Instant) -> u64 {
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
-    let get = |k: &str| args.iter().position(|a| a == k).and_then(|i| args.get(i + 1)).cloned();
+    let get = |k: &str| {
+        args.iter()
+            .position(|a| a == k)
+            .and_then(|i| args.get(i + 1))
+            .cloned()
+    };
     let total: u64 = get("--inputs").map_or(u64::MAX, |s| s.parse().expect("--inputs N"));
     let seconds: f64 = get("--seconds").map_or(f64::INFINITY, |s| s.parse().expect("--seconds S"));
     let seed: u64 = get("--seed").map_or(1, |s| s.parse().expect("--seed K"));
     let timeout: u64 = get("--timeout").map_or(10, |s| s.parse().expect("--timeout T"));
     let only = get("--only");
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    let work = tempfile::tempdir_in(std::env::var_os("LPAF_FUZZ_TMP").map(PathBuf::from).unwrap_or(std::env::temp_dir())).unwrap();
+    let work = tempfile::tempdir_in(
+        std::env::var_os("LPAF_FUZZ_TMP")
+            .map(PathBuf::from)
+            .unwrap_or(std::env::temp_dir()),
+    )
+    .unwrap();
     let failures = root.join("fuzz-failures");
     let mut loaders = loaders(work.path(), &root);
     if let Some(o) = &only {
@@ -597,7 +772,10 @@ fn main() {
                 let path = l.dir.join(l.file);
                 std::fs::write(&path, &input).unwrap();
                 CURRENT.store(li, Ordering::Relaxed);
-                LIMIT.store((256 << 20) + 64 * input.len().max(l.seed.len()), Ordering::Relaxed);
+                LIMIT.store(
+                    (256 << 20) + 64 * input.len().max(l.seed.len()),
+                    Ordering::Relaxed,
+                );
                 STARTED_MS.store(now_ms(t0), Ordering::Relaxed);
                 let r = std::panic::catch_unwind(AssertUnwindSafe(|| (l.run)(&l.dir)));
                 STARTED_MS.store(0, Ordering::Relaxed);
@@ -617,7 +795,11 @@ fn main() {
                         std::fs::create_dir_all(&failures).unwrap();
                         let f = failures.join(format!("{}-{}", l.name, l.panics));
                         std::fs::write(&f, &input).unwrap();
-                        panics.push(format!("{}: {msg} (input saved to {})", l.name, f.display()));
+                        panics.push(format!(
+                            "{}: {msg} (input saved to {})",
+                            l.name,
+                            f.display()
+                        ));
                     }
                 }
             }
@@ -626,10 +808,20 @@ fn main() {
     println!("| loader | inputs | rejected with an error | accepted | panics |");
     println!("|---|---|---|---|---|");
     for l in &loaders {
-        println!("| {} | {} | {} | {} | {} |", l.name, l.inputs, l.errors, l.inputs - l.errors - l.panics, l.panics);
+        println!(
+            "| {} | {} | {} | {} | {} |",
+            l.name,
+            l.inputs,
+            l.errors,
+            l.inputs - l.errors - l.panics,
+            l.panics
+        );
     }
     let np: u64 = loaders.iter().map(|l| l.panics).sum();
-    println!("total: {done} inputs in {:.0} s, {np} panics, 0 hangs, memory bound held", t0.elapsed().as_secs_f64());
+    println!(
+        "total: {done} inputs in {:.0} s, {np} panics, 0 hangs, memory bound held",
+        t0.elapsed().as_secs_f64()
+    );
     for p in panics.iter().take(20) {
         println!("panic: {p}");
     }

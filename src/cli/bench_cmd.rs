@@ -12,7 +12,10 @@ use crate::train::run::backend;
 pub fn bench(a: BenchArgs) -> Result<()> {
     let choice: DeviceChoice = a.device.parse()?;
     if a.repeats == 0 || a.repeats > 10_000 {
-        return Err(Error::msg(format!("--repeats {}: must be in 1..=10000", a.repeats)));
+        return Err(Error::msg(format!(
+            "--repeats {}: must be in 1..=10000",
+            a.repeats
+        )));
     }
     match a.what.as_str() {
         "train" => bench_train(a, choice),

@@ -121,11 +121,17 @@ fn eval(a: EvalArgs) -> Result<()> {
     let model_dir = model_path(&a.model);
     // The held-out split: the one the run that made this model recorded,
     // unless given (a different split would overlap its training rows).
-    let split_seed = match (a.split_seed, crate::train::rundir::read_data_split(&model_dir)?) {
+    let split_seed = match (
+        a.split_seed,
+        crate::train::rundir::read_data_split(&model_dir)?,
+    ) {
         (Some(s), _) => s,
         (None, Some((_, s, file))) => {
             if a.dev_split.is_some() {
-                eprintln!("note: split seed {s}, as recorded by the training run in {}", file.display());
+                eprintln!(
+                    "note: split seed {s}, as recorded by the training run in {}",
+                    file.display()
+                );
             }
             s
         }
@@ -154,15 +160,14 @@ fn eval(a: EvalArgs) -> Result<()> {
     }
     check_model_config(&model_dir, a.max_seq_len)?;
     let be = backend(choice, false)?;
-    let (_tok, data) = load_data(&model_dir, &spec, None)
-        .map_err(|e| match &model_labels {
-            Some(n) => Error::msg(format!(
-                "{e} (labels are read as the model's classes {}, from {}/config.json id2label)",
-                n.join(", "),
-                model_dir.display()
-            )),
-            None => e,
-        })?;
+    let (_tok, data) = load_data(&model_dir, &spec, None).map_err(|e| match &model_labels {
+        Some(n) => Error::msg(format!(
+            "{e} (labels are read as the model's classes {}, from {}/config.json id2label)",
+            n.join(", "),
+            model_dir.display()
+        )),
+        None => e,
+    })?;
     if let Some(names) = &model_labels {
         if !data.task.label_names.is_empty() && &data.task.label_names != names {
             return Err(Error::msg(format!(
@@ -263,7 +268,10 @@ fn check_new_output(input: &Path, output: &Path, overwrite: bool) -> Result<()> 
 }
 
 /// Warns about tensors with NaN or infinite values (they give NaN outputs).
-fn warn_non_finite(file: &Path, tensors: &std::collections::BTreeMap<String, crate::model::io::HostTensor>) {
+fn warn_non_finite(
+    file: &Path,
+    tensors: &std::collections::BTreeMap<String, crate::model::io::HostTensor>,
+) {
     let bad = crate::model::weights::non_finite_tensors(tensors);
     if !bad.is_empty() {
         eprintln!(

@@ -18,7 +18,6 @@ use crate::compress::layers::{
 };
 use crate::data::TaskKind;
 use crate::error::{Error, Result, ResultExt};
-use crate::{bail, ensure};
 use crate::model::bert::{linear_prefix, slot_shape, take, Bert, LinearFactory};
 use crate::model::config::BertConfig;
 use crate::model::io::{
@@ -29,6 +28,7 @@ use crate::model::param::Param;
 use crate::model::weights::{
     copy_tokenizer_files, format_metadata, read_model_dir, save_model_dir, LoadReport,
 };
+use crate::{bail, ensure};
 
 pub const COMPRESSION_FILE: &str = "compression.json";
 
@@ -75,7 +75,10 @@ struct Parts {
 fn int_vector(tensors: &BTreeMap<String, HostTensor>, name: &str) -> Result<Vec<i64>> {
     let t = &tensors[name];
     if t.shape.len() != 1 {
-        bail!("tensor '{name}' has shape {:?}, expected one dimension", t.shape);
+        bail!(
+            "tensor '{name}' has shape {:?}, expected one dimension",
+            t.shape
+        );
     }
     t.as_i64(name)
 }
@@ -120,10 +123,7 @@ fn check_csr(
     );
     for r in 0..out {
         let (a, b) = (ptr[r], ptr[r + 1]);
-        ensure!(
-            a <= b,
-            "tensor '{pn}' decreases at row {r} ({a} then {b})"
-        );
+        ensure!(a <= b, "tensor '{pn}' decreases at row {r} ({a} then {b})");
         ensure!(
             a >= 0 && b <= nnz as i64,
             "tensor '{pn}': row {r} spans {a}..{b}, outside the {nnz} values"
@@ -187,8 +187,12 @@ fn check_matrix(
     }
     let rank = match (has("lowrank_u"), has("lowrank_v")) {
         (false, false) => None,
-        (true, false) => bail!("tensor '{prefix}.lowrank_v' is missing (its '.lowrank_u' is there)"),
-        (false, true) => bail!("tensor '{prefix}.lowrank_u' is missing (its '.lowrank_v' is there)"),
+        (true, false) => {
+            bail!("tensor '{prefix}.lowrank_v' is missing (its '.lowrank_u' is there)")
+        }
+        (false, true) => {
+            bail!("tensor '{prefix}.lowrank_u' is missing (its '.lowrank_v' is there)")
+        }
         (true, true) => {
             let (un, vn) = (format!("{prefix}.lowrank_u"), format!("{prefix}.lowrank_v"));
             let (u, v) = (&tensors[&un], &tensors[&vn]);

@@ -135,7 +135,12 @@ fn token_name(cfg: &serde_json::Value, key: &str) -> Option<String> {
 fn check_template(pp: &serde_json::Value) -> std::result::Result<(), String> {
     match pp.get("type").and_then(|t| t.as_str()) {
         Some("Sequence") => {
-            for p in pp.get("processors").and_then(|p| p.as_array()).into_iter().flatten() {
+            for p in pp
+                .get("processors")
+                .and_then(|p| p.as_array())
+                .into_iter()
+                .flatten()
+            {
                 check_template(p)?;
             }
             Ok(())
@@ -143,7 +148,12 @@ fn check_template(pp: &serde_json::Value) -> std::result::Result<(), String> {
         Some("TemplateProcessing") => {
             let specials = pp.get("special_tokens").and_then(|s| s.as_object());
             for (which, allow_b) in [("single", false), ("pair", true)] {
-                for piece in pp.get(which).and_then(|p| p.as_array()).into_iter().flatten() {
+                for piece in pp
+                    .get(which)
+                    .and_then(|p| p.as_array())
+                    .into_iter()
+                    .flatten()
+                {
                     if let Some(id) = piece.pointer("/SpecialToken/id").and_then(|i| i.as_str()) {
                         if !specials.is_some_and(|s| s.contains_key(id)) {
                             return Err(format!(
@@ -151,7 +161,9 @@ fn check_template(pp: &serde_json::Value) -> std::result::Result<(), String> {
                             ));
                         }
                     }
-                    if !allow_b && piece.pointer("/Sequence/id").and_then(|i| i.as_str()) == Some("B") {
+                    if !allow_b
+                        && piece.pointer("/Sequence/id").and_then(|i| i.as_str()) == Some("B")
+                    {
                         return Err("the single template uses sequence B".into());
                     }
                 }
@@ -226,13 +238,11 @@ impl Tokenizer {
         let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
         // The tokenizers crate panics on a syntax error inside its "decoder"
         // section (found by scripts/fuzz.sh): check the JSON syntax first.
-        let doc: serde_json::Value = serde_json::from_slice(&bytes).map_err(|e| {
-            Error::data(path, e.line(), format!("malformed tokenizer.json: {e}"))
-        })?;
+        let doc: serde_json::Value = serde_json::from_slice(&bytes)
+            .map_err(|e| Error::data(path, e.line(), format!("malformed tokenizer.json: {e}")))?;
         if let Some(pp) = doc.get("post_processor") {
-            check_template(pp).map_err(|m| {
-                Error::msg(format!("{}: post_processor: {m}", path.display()))
-            })?;
+            check_template(pp)
+                .map_err(|m| Error::msg(format!("{}: post_processor: {m}", path.display())))?;
         }
         let mut inner = tokenizers::Tokenizer::from_bytes(&bytes).map_err(|e| {
             Error::msg(format!("{}: malformed tokenizer.json: {e}", path.display()))

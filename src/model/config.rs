@@ -140,7 +140,11 @@ impl BertConfig {
             ("num_hidden_layers", self.num_hidden_layers, 1 << 10),
             ("num_attention_heads", self.num_attention_heads, 1 << 10),
             ("intermediate_size", self.intermediate_size, 1 << 18),
-            ("max_position_embeddings", self.max_position_embeddings, 1 << 20),
+            (
+                "max_position_embeddings",
+                self.max_position_embeddings,
+                1 << 20,
+            ),
             ("type_vocab_size", self.type_vocab_size, 1 << 16),
         ] {
             if v > max {
@@ -151,7 +155,10 @@ impl BertConfig {
             return bad("intermediate_size must be positive".into());
         }
         if !(self.layer_norm_eps.is_finite() && self.layer_norm_eps > 0.0) {
-            return bad(format!("layer_norm_eps = {} must be positive", self.layer_norm_eps));
+            return bad(format!(
+                "layer_norm_eps = {} must be positive",
+                self.layer_norm_eps
+            ));
         }
         if !(self.initializer_range.is_finite() && self.initializer_range > 0.0) {
             return bad(format!(

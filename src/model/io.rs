@@ -39,7 +39,11 @@ pub fn regular_target(path: &Path) -> Result<PathBuf> {
         Ok(m) if !m.is_file() => Err(Error::msg(format!(
             "{}: not a regular file (a {}); refusing to replace it — write to a file path",
             path.display(),
-            if m.is_dir() { "directory" } else { "device, pipe or socket" }
+            if m.is_dir() {
+                "directory"
+            } else {
+                "device, pipe or socket"
+            }
         ))),
         _ => Ok(target),
     }

@@ -184,7 +184,9 @@ pub fn recover_checkpoint(dir: &Path) -> Result<Vec<String>> {
     if let Ok(rd) = std::fs::read_dir(&parent) {
         for e in rd.flatten() {
             let n = e.file_name().to_string_lossy().to_string();
-            if n.starts_with(&format!(".{name}.partial-")) || n.starts_with(&format!(".{name}.old-")) {
+            if n.starts_with(&format!(".{name}.partial-"))
+                || n.starts_with(&format!(".{name}.old-"))
+            {
                 siblings.push(e.path());
             }
         }
@@ -236,7 +238,10 @@ pub fn recover_checkpoint(dir: &Path) -> Result<Vec<String>> {
     for s in siblings {
         if s.exists() {
             std::fs::remove_dir_all(&s).map_err(|e| Error::io(&s, e))?;
-            notes.push(format!("removed {} (left by an interrupted save)", s.display()));
+            notes.push(format!(
+                "removed {} (left by an interrupted save)",
+                s.display()
+            ));
         }
     }
     sync_dir(&parent)?;

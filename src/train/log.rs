@@ -171,7 +171,10 @@ pub fn rewind(path: &Path, step: u64) -> Result<()> {
             if v.get("event").and_then(Value::as_str) == Some("summary") {
                 continue;
             }
-            if v.get("step").and_then(Value::as_u64).is_some_and(|s| s > step) {
+            if v.get("step")
+                .and_then(Value::as_u64)
+                .is_some_and(|s| s > step)
+            {
                 continue;
             }
             kept.push_str(line);

@@ -139,14 +139,21 @@ pub fn claim(output: &Path, resume: bool, overwrite: bool) -> Result<(RunDirLock
                 continue;
             }
             std::fs::remove_dir_all(&p).map_err(|e| Error::io(&p, e))?;
-            notes.push(format!("removed {} (left by an interrupted save)", p.display()));
+            notes.push(format!(
+                "removed {} (left by an interrupted save)",
+                p.display()
+            ));
         }
     }
     let found = earlier_run(output);
     if !found.is_empty() && !resume {
         let at = [output.join("checkpoint"), output.join("stage1/checkpoint")]
             .iter()
-            .find_map(|c| checkpoint_complete(c).ok().map(|s| format!(" (checkpoint at step {s})")))
+            .find_map(|c| {
+                checkpoint_complete(c)
+                    .ok()
+                    .map(|s| format!(" (checkpoint at step {s})"))
+            })
             .unwrap_or_default();
         return Err(Error::msg(format!(
             "{} holds an earlier run{at}: {}. Pass --resume to continue it, --overwrite to replace it, or choose another --output",
@@ -181,7 +188,8 @@ fn swap_leftovers(dir: &Path, name: Option<&str>) -> Vec<PathBuf> {
             let n = e.file_name().to_string_lossy().to_string();
             match name {
                 Some(name) => {
-                    n.starts_with(&format!(".{name}.partial-")) || n.starts_with(&format!(".{name}.old-"))
+                    n.starts_with(&format!(".{name}.partial-"))
+                        || n.starts_with(&format!(".{name}.old-"))
                 }
                 None => is_swap_leftover(&n),
             }

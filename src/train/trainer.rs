@@ -346,7 +346,11 @@ pub fn train(
         }
     };
     // A diverged run stops here: logged, never evaluated, saved or kept as best.
-    let stop_diverged = |log: &mut RunLog, state: &TrainerState, step: u64, reason: String| -> Error {
+    let stop_diverged = |log: &mut RunLog,
+                         state: &TrainerState,
+                         step: u64,
+                         reason: String|
+     -> Error {
         let _ = log.event(
             "diverged",
             json!({"step": step + 1, "reason": reason}),

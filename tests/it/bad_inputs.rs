@@ -26,7 +26,10 @@ fn lpaf(args: &[&str]) -> (i32, String) {
     let out = Command::new(bin()).args(args).output().unwrap();
     let err = String::from_utf8_lossy(&out.stderr).to_string();
     let code = out.status.code().unwrap_or(-1);
-    assert!(code == 0 || code == 1, "exit {code} (panic or signal): {err}");
+    assert!(
+        code == 0 || code == 1,
+        "exit {code} (panic or signal): {err}"
+    );
     assert!(!err.contains("panicked"), "{err}");
     (code, err)
 }
@@ -70,9 +73,15 @@ fn set_ints(t: &mut HostTensor, v: Vec<i64>) {
 /// and the binary's `info`, `info --rank` and `export --dense` exit 1.
 fn refused_everywhere(dir: &Path, want: &str) {
     let be = lpaf::backend::CpuBackend::new();
-    let e = validate_dir(dir).err().expect("validator accepted").to_string();
+    let e = validate_dir(dir)
+        .err()
+        .expect("validator accepted")
+        .to_string();
     assert!(e.contains(want), "validator: {e}");
-    let e = load_compressed(&be, dir, 0).err().expect("loading accepted").to_string();
+    let e = load_compressed(&be, dir, 0)
+        .err()
+        .expect("loading accepted")
+        .to_string();
     assert!(e.contains(want), "load: {e}");
     let out = dir.with_extension("export");
     let e = export_dense(&be, dir, &out).unwrap_err().to_string();
@@ -80,7 +89,11 @@ fn refused_everywhere(dir: &Path, want: &str) {
     assert!(!out.exists(), "export wrote {}", out.display());
     assert!(recount(dir).is_err());
     let d = dir.to_str().unwrap();
-    for args in [vec!["info", d], vec!["info", "--rank", d], vec!["info", "--json", d]] {
+    for args in [
+        vec!["info", d],
+        vec!["info", "--rank", d],
+        vec!["info", "--json", d],
+    ] {
         let (code, err) = lpaf(&args);
         assert_eq!(code, 1, "{args:?} accepted: {err}");
         assert!(err.contains(want), "{args:?}: {err}");
@@ -99,23 +112,36 @@ fn compressed_format_validator_refuses_every_malformed_part() {
     let v = validate_dir(&comp).unwrap();
     let info = v.info.expect("compression.json read");
     assert_eq!(info.matrices, v.matrices);
-    assert!(v.matrices.iter().all(|m| m.form == "lowrank+sparse"), "{:?}", v.matrices);
+    assert!(
+        v.matrices.iter().all(|m| m.form == "lowrank+sparse"),
+        "{:?}",
+        v.matrices
+    );
     let p = linear_prefix(1, 2);
     let name = |s: &str| format!("{p}.{s}");
     let case = |n: &str| tmp.path().join(n);
     let t0 = read_safetensors(&comp.join("model.safetensors")).unwrap();
     let r = t0[&name("lowrank_u")].shape[1];
-    let (o, i) = (t0[&name("lowrank_u")].shape[0], t0[&name("lowrank_v")].shape[1]);
+    let (o, i) = (
+        t0[&name("lowrank_u")].shape[0],
+        t0[&name("lowrank_v")].shape[1],
+    );
 
     edit(&comp, &case("no_indptr"), |t| {
         t.remove(&name("sparse_indptr"));
     });
-    refused_everywhere(&case("no_indptr"), &format!("'{}' missing", name("sparse_indptr")));
+    refused_everywhere(
+        &case("no_indptr"),
+        &format!("'{}' missing", name("sparse_indptr")),
+    );
 
     edit(&comp, &case("no_v"), |t| {
         t.remove(&name("lowrank_v"));
     });
-    refused_everywhere(&case("no_v"), &format!("'{}' is missing", name("lowrank_v")));
+    refused_everywhere(
+        &case("no_v"),
+        &format!("'{}' is missing", name("lowrank_v")),
+    );
 
     // U and V both gone: a valid sparse-only matrix, but not what
     // compression.json says the directory holds.
@@ -126,31 +152,51 @@ fn compressed_format_validator_refuses_every_malformed_part() {
     refused_everywhere(&case("no_uv"), "compression.json");
 
     edit(&comp, &case("u_rows"), |t| {
-        t.insert(name("lowrank_u"), HostTensor::f32(&[o + 1, r], vec![0.5; (o + 1) * r]));
+        t.insert(
+            name("lowrank_u"),
+            HostTensor::f32(&[o + 1, r], vec![0.5; (o + 1) * r]),
+        );
     });
-    refused_everywhere(&case("u_rows"), &format!("'{}' has shape [{}, {r}]", name("lowrank_u"), o + 1));
+    refused_everywhere(
+        &case("u_rows"),
+        &format!("'{}' has shape [{}, {r}]", name("lowrank_u"), o + 1),
+    );
 
     edit(&comp, &case("u_rank"), |t| {
-        t.insert(name("lowrank_u"), HostTensor::f32(&[o, r + 1], vec![0.5; o * (r + 1)]));
+        t.insert(
+            name("lowrank_u"),
+            HostTensor::f32(&[o, r + 1], vec![0.5; o * (r + 1)]),
+        );
     });
     refused_everywhere(&case("u_rank"), &format!("expected [{}, {i}]", r + 1));
 
     edit(&comp, &case("v_short"), |t| {
-        t.insert(name("lowrank_v"), HostTensor::f32(&[r, i - 1], vec![0.5; r * (i - 1)]));
+        t.insert(
+            name("lowrank_v"),
+            HostTensor::f32(&[r, i - 1], vec![0.5; r * (i - 1)]),
+        );
     });
-    refused_everywhere(&case("v_short"), &format!("'{}' has shape [{r}, {}]", name("lowrank_v"), i - 1));
+    refused_everywhere(
+        &case("v_short"),
+        &format!("'{}' has shape [{r}, {}]", name("lowrank_v"), i - 1),
+    );
 
     // CSR: find a row with two entries for the duplicate / unsorted cases.
     let ptr = ints(&t0[&name("sparse_indptr")]);
     let idx0 = ints(&t0[&name("sparse_indices")]);
-    let row = (0..o).find(|&k| ptr[k + 1] - ptr[k] >= 2).expect("a row with 2 entries");
+    let row = (0..o)
+        .find(|&k| ptr[k + 1] - ptr[k] >= 2)
+        .expect("a row with 2 entries");
     let a = ptr[row] as usize;
     edit(&comp, &case("dup"), |t| {
         let mut idx = idx0.clone();
         idx[a + 1] = idx[a];
         set_ints(t.get_mut(&name("sparse_indices")).unwrap(), idx);
     });
-    refused_everywhere(&case("dup"), &format!("row {row} are not sorted and unique"));
+    refused_everywhere(
+        &case("dup"),
+        &format!("row {row} are not sorted and unique"),
+    );
     edit(&comp, &case("unsorted"), |t| {
         let mut idx = idx0.clone();
         idx.swap(a, a + 1);
@@ -163,7 +209,10 @@ fn compressed_format_validator_refuses_every_malformed_part() {
         idx[last] = i as i64 + 7;
         set_ints(t.get_mut(&name("sparse_indices")).unwrap(), idx);
     });
-    refused_everywhere(&case("out_of_range"), &format!("column index {} at row {row}", i + 7));
+    refused_everywhere(
+        &case("out_of_range"),
+        &format!("column index {} at row {row}", i + 7),
+    );
     edit(&comp, &case("indptr_end"), |t| {
         let mut q = ptr.clone();
         q[o] -= 1;
@@ -183,7 +232,11 @@ fn compressed_format_validator_refuses_every_malformed_part() {
     refused_everywhere(&case("no_json"), "compression.json: missing");
     copy_dir(&comp, &case("cut_json"));
     let text = std::fs::read_to_string(comp.join(COMPRESSION_FILE)).unwrap();
-    std::fs::write(case("cut_json").join(COMPRESSION_FILE), &text[..text.len() / 2]).unwrap();
+    std::fs::write(
+        case("cut_json").join(COMPRESSION_FILE),
+        &text[..text.len() / 2],
+    )
+    .unwrap();
     refused_everywhere(&case("cut_json"), "malformed");
     copy_dir(&comp, &case("bogus_json"));
     let mut j: serde_json::Value = serde_json::from_str(&text).unwrap();
@@ -195,13 +248,22 @@ fn compressed_format_validator_refuses_every_malformed_part() {
 #[test]
 fn bench_refuses_absurd_sizes_before_allocating() {
     for s in ["inf", "nan", "1e30", "0", "-1"] {
-        let (code, err) = lpaf(&["bench", "kernels", "--device", "cpu", &format!("--scale={s}")]);
+        let (code, err) = lpaf(&[
+            "bench",
+            "kernels",
+            "--device",
+            "cpu",
+            &format!("--scale={s}"),
+        ]);
         assert_eq!(code, 1, "--scale {s} accepted");
         assert!(err.contains("--scale") && err.contains("(0, 4]"), "{err}");
     }
     let (code, err) = lpaf(&["bench", "train", "--device", "cpu", "--seq", "100000"]);
     assert_eq!(code, 1);
-    assert!(err.contains("--seq 100000") && err.contains("max_position_embeddings"), "{err}");
+    assert!(
+        err.contains("--seq 100000") && err.contains("max_position_embeddings"),
+        "{err}"
+    );
     let (code, err) = lpaf(&["bench", "train", "--device", "cpu", "--batch", "100000000"]);
     assert_eq!(code, 1);
     assert!(err.contains("--batch"), "{err}");
@@ -228,7 +290,12 @@ fn a_closed_stdout_pipe_is_a_quiet_exit() {
     // A full disk behind a redirect is still an error.
     let full = std::fs::File::create("/dev/full");
     if let Ok(f) = full {
-        let out = Command::new(bin()).arg("info").arg(&m).stdout(f).output().unwrap();
+        let out = Command::new(bin())
+            .arg("info")
+            .arg(&m)
+            .stdout(f)
+            .output()
+            .unwrap();
         assert_eq!(out.status.code(), Some(1));
         assert!(String::from_utf8_lossy(&out.stderr).contains("standard output"));
     }
@@ -241,9 +308,24 @@ fn finetune(d: &Path, extra: &[&str]) -> (i32, String) {
     let train = d.join("train.csv");
     let out = d.join("out");
     let mut args = vec![
-        "finetune", "--device", "cpu", "--quiet", "--task", "csv", "--text-a", "sentence",
-        "--steps", "2", "--batch-size", "4", "--model", m.to_str().unwrap(),
-        "--train", train.to_str().unwrap(), "--output", out.to_str().unwrap(),
+        "finetune",
+        "--device",
+        "cpu",
+        "--quiet",
+        "--task",
+        "csv",
+        "--text-a",
+        "sentence",
+        "--steps",
+        "2",
+        "--batch-size",
+        "4",
+        "--model",
+        m.to_str().unwrap(),
+        "--train",
+        train.to_str().unwrap(),
+        "--output",
+        out.to_str().unwrap(),
     ];
     args.extend_from_slice(extra);
     lpaf(&args)
@@ -264,10 +346,16 @@ fn flag_values_are_checked_at_startup() {
         let (code, err) = finetune(d.path(), &[flag]);
         assert_eq!(code, 1, "{flag} accepted");
         assert!(err.contains(key), "{flag}: {err}");
-        assert!(!d.path().join("out/log.jsonl").exists(), "{flag}: training started");
+        assert!(
+            !d.path().join("out/log.jsonl").exists(),
+            "{flag}: training started"
+        );
     }
     // The same run with sane values trains (the checks are not over-eager).
-    let (code, err) = finetune(d.path(), &["--lr=1e-3", "--warmup-ratio=0.5", "--max-seq-len=32"]);
+    let (code, err) = finetune(
+        d.path(),
+        &["--lr=1e-3", "--warmup-ratio=0.5", "--max-seq-len=32"],
+    );
     assert_eq!(code, 0, "{err}");
 }
 
@@ -281,11 +369,16 @@ fn non_bert_model_type_is_refused_naming_the_file() {
         serde_json::from_str(&std::fs::read_to_string(&p).unwrap()).unwrap();
     c["model_type"] = serde_json::json!("gpt2");
     std::fs::write(&p, c.to_string()).unwrap();
-    let e = lpaf::model::config::BertConfig::load(&p).unwrap_err().to_string();
+    let e = lpaf::model::config::BertConfig::load(&p)
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("config.json") && e.contains("gpt2"), "{e}");
     let (code, err) = lpaf(&["info", m.to_str().unwrap()]);
     assert_eq!(code, 1);
-    assert!(err.contains("config.json") && err.contains("model_type"), "{err}");
+    assert!(
+        err.contains("config.json") && err.contains("model_type"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -295,22 +388,42 @@ fn inconsistent_budgets_are_refused_before_training() {
     let be = lpaf::backend::CpuBackend::new();
     let run = |method: &str, sets: &[(&str, &str)]| -> String {
         let r = recipe(method, d.path(), method, sets);
-        let e = run_recipe(&be, &r, false, true).err().expect("accepted").to_string();
-        assert!(!d.path().join(method).join("log.jsonl").exists(), "{e}: trained");
+        let e = run_recipe(&be, &r, false, true)
+            .err()
+            .expect("accepted")
+            .to_string();
+        assert!(
+            !d.path().join(method).join("log.jsonl").exists(),
+            "{e}: trained"
+        );
         e
     };
     // Rank 64 of 64×64 and 128×64 matrices: kept 1.5 for a 0.1 target.
     let e = run("svd", &[("svd.rank", "64"), ("target.kept_ratio", "0.1")]);
-    assert!(e.contains("svd.rank = 64") && e.contains("target.kept_ratio"), "{e}");
+    assert!(
+        e.contains("svd.rank = 64") && e.contains("target.kept_ratio"),
+        "{e}"
+    );
     for m in ["svd", "lpaf"] {
         let e = run(m, &[("target.kept_ratio", "1e-9")]);
-        assert!(e.contains("rank 1") && e.contains("target.kept_ratio"), "{m}: {e}");
+        assert!(
+            e.contains("rank 1") && e.contains("target.kept_ratio"),
+            "{m}: {e}"
+        );
     }
-    let e = run("losparse", &[("losparse.final_kept", "0.5"), ("target.kept_ratio", "0.1")]);
-    assert!(e.contains("losparse.final_kept = 0.5") && e.contains("target.kept_ratio = 0.1"), "{e}");
+    let e = run(
+        "losparse",
+        &[("losparse.final_kept", "0.5"), ("target.kept_ratio", "0.1")],
+    );
+    assert!(
+        e.contains("losparse.final_kept = 0.5") && e.contains("target.kept_ratio = 0.1"),
+        "{e}"
+    );
     // A final_kept consistent with the target is accepted (checked up to training).
     let r = recipe("losparse", d.path(), "ok", &[("target.kept_ratio", "0.6")]);
-    let cfg = lpaf::model::config::BertConfig::load(&crate::common::fixture("tiny-bert-cls/config.json")).unwrap();
+    let cfg =
+        lpaf::model::config::BertConfig::load(&crate::common::fixture("tiny-bert-cls/config.json"))
+            .unwrap();
     lpaf::compress::pipeline::check_budgets(&r, &cfg).unwrap();
 }
 
@@ -324,10 +437,16 @@ fn rank_allocation_keeps_every_matrix_at_rank_one() {
         let r = allocate(k, &svals, &shapes, 56).unwrap();
         assert_eq!(r, vec![1, 1, 1], "{k:?}");
         let e = allocate(k, &svals, &shapes, 55).unwrap_err().to_string();
-        assert!(e.contains("rank 1") && e.contains("target.kept_ratio"), "{e}");
+        assert!(
+            e.contains("rank 1") && e.contains("target.kept_ratio"),
+            "{e}"
+        );
     }
     // The rest of a larger budget goes by energy: matrix 0's σ₂ = 50 first.
-    assert_eq!(allocate(RankAllocation::Energy, &svals, &shapes, 72).unwrap(), vec![2, 1, 1]);
+    assert_eq!(
+        allocate(RankAllocation::Energy, &svals, &shapes, 72).unwrap(),
+        vec![2, 1, 1]
+    );
 }
 
 #[test]
@@ -351,17 +470,31 @@ fn unterminated_quotes_and_extra_fields_name_the_line() {
     }
     let p = d.path().join("open.csv");
     std::fs::write(&p, &s).unwrap();
-    let e = read_table(&p, &spec(TableFormat::Csv), true).unwrap_err().to_string();
-    assert!(e.contains("open.csv:12:") && e.contains("unterminated quote"), "{e}");
+    let e = read_table(&p, &spec(TableFormat::Csv), true)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("open.csv:12:") && e.contains("unterminated quote"),
+        "{e}"
+    );
     // The same quote closed by a later row's quote: the text after it shows it.
     let s2 = s.replace("row 30,0", "\"quoted\" row,0");
     let p2 = d.path().join("closed.csv");
     std::fs::write(&p2, &s2).unwrap();
-    let e = read_table(&p2, &spec(TableFormat::Csv), true).unwrap_err().to_string();
-    assert!(e.contains("closed.csv:12:") && e.contains("closes on line 32"), "{e}");
+    let e = read_table(&p2, &spec(TableFormat::Csv), true)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("closed.csv:12:") && e.contains("closes on line 32"),
+        "{e}"
+    );
     // RFC 4180 fields spanning lines and doubled quotes still read.
     let p3 = d.path().join("ok.csv");
-    std::fs::write(&p3, "sentence,label\n\"two\nlines, \"\"quoted\"\"\",1\nplain,0\n").unwrap();
+    std::fs::write(
+        &p3,
+        "sentence,label\n\"two\nlines, \"\"quoted\"\"\",1\nplain,0\n",
+    )
+    .unwrap();
     let rows = read_table(&p3, &spec(TableFormat::Csv), true).unwrap();
     assert_eq!(rows.len(), 2);
     assert_eq!(rows[0].text_a, "two\nlines, \"quoted\"");
@@ -369,7 +502,9 @@ fn unterminated_quotes_and_extra_fields_name_the_line() {
     // A TSV row with more fields than the header.
     let p4 = d.path().join("extra.tsv");
     std::fs::write(&p4, "sentence\tlabel\ngood\t1\nbad\t0\tstray\n").unwrap();
-    let e = read_table(&p4, &spec(TableFormat::Tsv), true).unwrap_err().to_string();
+    let e = read_table(&p4, &spec(TableFormat::Tsv), true)
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("extra.tsv:3:") && e.contains("found 3"), "{e}");
     // The same in a GLUE file (SST-2 has a header).
     let p5 = d.path().join("train.tsv");
@@ -377,10 +512,17 @@ fn unterminated_quotes_and_extra_fields_name_the_line() {
     let e = lpaf::data::read_glue(lpaf::data::GlueTask::Sst2, &p5, false)
         .unwrap_err()
         .to_string();
-    assert!(e.contains("train.tsv:3:") && e.contains("more than the header's 2"), "{e}");
+    assert!(
+        e.contains("train.tsv:3:") && e.contains("more than the header's 2"),
+        "{e}"
+    );
     // And in the polarity reader (fully quoted CSV).
     let p6 = d.path().join("polarity.csv");
-    std::fs::write(&p6, "\"1\",\"good \n\"\r\n\"-1\",\"bad \n\r\n\"1\",\"fine \n\"\r\n").unwrap();
+    std::fs::write(
+        &p6,
+        "\"1\",\"good \n\"\r\n\"-1\",\"bad \n\r\n\"1\",\"fine \n\"\r\n",
+    )
+    .unwrap();
     let e = lpaf::data::read_polarity(&p6).unwrap_err().to_string();
     assert!(e.contains("polarity.csv:3:"), "{e}");
 }
@@ -391,20 +533,30 @@ fn unterminated_quotes_and_extra_fields_name_the_line() {
 #[test]
 fn malformed_tokenizer_json_is_an_error_not_a_panic() {
     let d = tempfile::tempdir().unwrap();
-    let src = std::fs::read_to_string(crate::common::fixture("tiny-bert-cls/tokenizer.json")).unwrap();
+    let src =
+        std::fs::read_to_string(crate::common::fixture("tiny-bert-cls/tokenizer.json")).unwrap();
     let mut v: serde_json::Value = serde_json::from_str(&src).unwrap();
     // The unmodified file loads (the check is not over-eager).
     std::fs::write(d.path().join("tokenizer.json"), &src).unwrap();
     lpaf::data::Tokenizer::from_dir(d.path()).unwrap();
     let cut = src.find("\"decoder\"").expect("fixture has a decoder") + 20;
     std::fs::write(d.path().join("tokenizer.json"), &src[..cut]).unwrap();
-    let e = lpaf::data::Tokenizer::from_dir(d.path()).err().expect("accepted").to_string();
-    assert!(e.contains("tokenizer.json") && e.contains("malformed"), "{e}");
+    let e = lpaf::data::Tokenizer::from_dir(d.path())
+        .err()
+        .expect("accepted")
+        .to_string();
+    assert!(
+        e.contains("tokenizer.json") && e.contains("malformed"),
+        "{e}"
+    );
     v["post_processor"]["special_tokens"]
         .as_object_mut()
         .unwrap()
         .remove("[CLS]");
     std::fs::write(d.path().join("tokenizer.json"), v.to_string()).unwrap();
-    let e = lpaf::data::Tokenizer::from_dir(d.path()).err().expect("accepted").to_string();
+    let e = lpaf::data::Tokenizer::from_dir(d.path())
+        .err()
+        .expect("accepted")
+        .to_string();
     assert!(e.contains("tokenizer.json") && e.contains("`[CLS]`"), "{e}");
 }

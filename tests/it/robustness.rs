@@ -23,7 +23,9 @@ fn stderr(o: &Output) -> String {
 
 /// A small two-class CSV task for the tiny fixture model.
 fn write_task(dir: &Path, labels: [&str; 2]) -> PathBuf {
-    let words = ["good", "bad", "movie", "film", "great", "awful", "fine", "plot"];
+    let words = [
+        "good", "bad", "movie", "film", "great", "awful", "fine", "plot",
+    ];
     let mut s = String::from("sentence,label\n");
     for i in 0..64usize {
         let sent: Vec<&str> = (0..5).map(|k| words[(i * 7 + k * 3 + i / 3) % 8]).collect();
@@ -37,9 +39,27 @@ fn write_task(dir: &Path, labels: [&str; 2]) -> PathBuf {
 fn finetune(train: &Path, out: &Path, extra: &[&str]) -> Command {
     let mut c = Command::new(bin());
     c.args([
-        "finetune", "--device", "cpu", "--quiet", "--task", "csv", "--text-a", "sentence",
-        "--dev-split", "0.25", "--batch-size", "8", "--checkpoint-every",
-        "2", "--log-every", "1", "--eval-every", "4", "--seed", "7", "--train",
+        "finetune",
+        "--device",
+        "cpu",
+        "--quiet",
+        "--task",
+        "csv",
+        "--text-a",
+        "sentence",
+        "--dev-split",
+        "0.25",
+        "--batch-size",
+        "8",
+        "--checkpoint-every",
+        "2",
+        "--log-every",
+        "1",
+        "--eval-every",
+        "4",
+        "--seed",
+        "7",
+        "--train",
     ])
     .arg(train)
     .arg("--model")
@@ -103,7 +123,11 @@ fn assert_same_run(reference: &Path, resumed: &Path, what: &str) {
         log_without_times(resumed),
         "{what}: log.jsonl differs from the uninterrupted run (steps repeated or lost)"
     );
-    assert!(leftovers(resumed).is_empty(), "{what}: {:?} left behind", leftovers(resumed));
+    assert!(
+        leftovers(resumed).is_empty(),
+        "{what}: {:?} left behind",
+        leftovers(resumed)
+    );
 }
 
 #[test]
@@ -122,10 +146,18 @@ fn crashes_inside_the_checkpoint_swap_and_sigkill_resume_bit_identically() {
         assert!(!o.status.success(), "{point}: the crash point did not fire");
         let o = run_ok(finetune(&train, &out, &["--resume"]));
         // Continued, not restarted (a restart would also end identical).
-        assert!(stderr(&o).contains("resuming from"), "{point}: {}", stderr(&o));
+        assert!(
+            stderr(&o).contains("resuming from"),
+            "{point}: {}",
+            stderr(&o)
+        );
         if point == "dir-swap-middle" {
             // No checkpoint/ was left, only the complete partial and the old one.
-            assert!(stderr(&o).contains("recovered the checkpoint"), "{}", stderr(&o));
+            assert!(
+                stderr(&o).contains("recovered the checkpoint"),
+                "{}",
+                stderr(&o)
+            );
         }
         assert_same_run(&reference, &out, point);
     }
@@ -153,10 +185,21 @@ fn crashes_inside_the_checkpoint_swap_and_sigkill_resume_bit_identically() {
         }
         let _ = child.kill(); // SIGKILL on Unix
         let status = child.wait().unwrap();
-        assert!(!status.success(), "the run finished before the kill after {after} steps");
+        assert!(
+            !status.success(),
+            "the run finished before the kill after {after} steps"
+        );
         let o = run_ok(finetune(&train, &out, &[&long[..], &["--resume"]].concat()));
-        assert!(stderr(&o).contains("resuming from"), "after {after}: {}", stderr(&o));
-        assert_same_run(&reference, &out, &format!("SIGKILL after {after} logged steps"));
+        assert!(
+            stderr(&o).contains("resuming from"),
+            "after {after}: {}",
+            stderr(&o)
+        );
+        assert_same_run(
+            &reference,
+            &out,
+            &format!("SIGKILL after {after} logged steps"),
+        );
     }
 }
 
@@ -175,23 +218,43 @@ fn a_run_directory_is_continued_only_on_request_and_by_one_run_at_a_time() {
         e.contains("holds an earlier run (checkpoint at step 18)") && e.contains("--overwrite"),
         "{e}"
     );
-    assert_eq!(std::fs::read(out.join("final/model.safetensors")).unwrap(), before);
+    assert_eq!(
+        std::fs::read(out.join("final/model.safetensors")).unwrap(),
+        before
+    );
     // Both flags: refused.
-    let o = finetune(&train, &out, &["--resume", "--overwrite"]).output().unwrap();
+    let o = finetune(&train, &out, &["--resume", "--overwrite"])
+        .output()
+        .unwrap();
     assert!(!o.status.success() && stderr(&o).contains("exclude each other"));
     // While another run holds the directory: refused.
     let (lock, _) = lpaf::train::rundir::claim(&out, true, false).unwrap();
     let o = finetune(&train, &out, &["--resume"]).output().unwrap();
     assert!(!o.status.success());
-    assert!(stderr(&o).contains("another lpaf run is using this directory"), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("another lpaf run is using this directory"),
+        "{}",
+        stderr(&o)
+    );
     drop(lock);
     // --overwrite starts over: same seed, same result, a log of one run.
     let keep = out.join("notes.txt");
     std::fs::write(&keep, "mine").unwrap();
     let o = run_ok(finetune(&train, &out, &["--overwrite"]));
-    assert!(stderr(&o).contains("--overwrite: removed"), "{}", stderr(&o));
-    assert_eq!(std::fs::read(out.join("final/model.safetensors")).unwrap(), before);
-    assert_eq!(std::fs::read_to_string(&keep).unwrap(), "mine", "--overwrite removed a file it did not write");
+    assert!(
+        stderr(&o).contains("--overwrite: removed"),
+        "{}",
+        stderr(&o)
+    );
+    assert_eq!(
+        std::fs::read(out.join("final/model.safetensors")).unwrap(),
+        before
+    );
+    assert_eq!(
+        std::fs::read_to_string(&keep).unwrap(),
+        "mine",
+        "--overwrite removed a file it did not write"
+    );
     let log = log_without_times(&out);
     assert_eq!(log.iter().filter(|l| l.contains("\"summary\"")).count(), 1);
 }
@@ -203,7 +266,10 @@ fn outputs_are_never_clobbered() {
     let e = lpaf::model::io::write_atomic(Path::new("/dev/full"), b"x").unwrap_err();
     assert!(e.to_string().contains("not a regular file"), "{e}");
     use std::os::unix::fs::FileTypeExt;
-    assert!(std::fs::metadata("/dev/full").unwrap().file_type().is_char_device());
+    assert!(std::fs::metadata("/dev/full")
+        .unwrap()
+        .file_type()
+        .is_char_device());
     let e = lpaf::model::io::write_atomic(d.path(), b"x").unwrap_err();
     assert!(e.to_string().contains("not a regular file"), "{e}");
     // Through a symbolic link: the file it names is replaced, the link stays.
@@ -212,7 +278,10 @@ fn outputs_are_never_clobbered() {
     let link = d.path().join("link.json");
     std::os::unix::fs::symlink(&target, &link).unwrap();
     lpaf::model::io::write_atomic(&link, b"new").unwrap();
-    assert!(std::fs::symlink_metadata(&link).unwrap().file_type().is_symlink());
+    assert!(std::fs::symlink_metadata(&link)
+        .unwrap()
+        .file_type()
+        .is_symlink());
     assert_eq!(std::fs::read_to_string(&target).unwrap(), "new");
 
     // eval --json /dev/full: an error, and /dev/full is still a device.
@@ -223,15 +292,27 @@ fn outputs_are_never_clobbered() {
         .output()
         .unwrap();
     assert!(!o.status.success());
-    assert!(stderr(&o).contains("/dev/full: not a regular file"), "{}", stderr(&o));
-    assert!(std::fs::metadata("/dev/full").unwrap().file_type().is_char_device());
+    assert!(
+        stderr(&o).contains("/dev/full: not a regular file"),
+        "{}",
+        stderr(&o)
+    );
+    assert!(std::fs::metadata("/dev/full")
+        .unwrap()
+        .file_type()
+        .is_char_device());
 
     // convert / export onto their input: refused, the input unchanged.
     let model = run.join("final");
     let before = std::fs::read(model.join("model.safetensors")).unwrap();
     for args in [
         vec!["convert".to_string(), path(&model), path(&model)],
-        vec!["export".into(), "--dense".into(), path(&model), path(&model)],
+        vec![
+            "export".into(),
+            "--dense".into(),
+            path(&model),
+            path(&model),
+        ],
         vec!["convert".into(), path(&model), path(&model.join("sub"))],
         vec!["convert".into(), path(&model), path(&run)],
     ] {
@@ -239,13 +320,25 @@ fn outputs_are_never_clobbered() {
         assert!(!o.status.success(), "{args:?} succeeded");
         assert!(stderr(&o).contains("the input"), "{args:?}: {}", stderr(&o));
     }
-    assert_eq!(std::fs::read(model.join("model.safetensors")).unwrap(), before);
+    assert_eq!(
+        std::fs::read(model.join("model.safetensors")).unwrap(),
+        before
+    );
     // An existing non-empty output needs --overwrite.
     let conv = d.path().join("conv");
     std::fs::create_dir(&conv).unwrap();
     std::fs::write(conv.join("x"), "x").unwrap();
-    let o = Command::new(bin()).arg("convert").arg(&model).arg(&conv).output().unwrap();
-    assert!(!o.status.success() && stderr(&o).contains("--overwrite"), "{}", stderr(&o));
+    let o = Command::new(bin())
+        .arg("convert")
+        .arg(&model)
+        .arg(&conv)
+        .output()
+        .unwrap();
+    assert!(
+        !o.status.success() && stderr(&o).contains("--overwrite"),
+        "{}",
+        stderr(&o)
+    );
     let o = Command::new(bin())
         .arg("convert")
         .arg(&model)
@@ -254,7 +347,10 @@ fn outputs_are_never_clobbered() {
         .output()
         .unwrap();
     assert!(o.status.success(), "{}", stderr(&o));
-    assert!(!conv.join("x").exists(), "the replaced directory kept a stale file");
+    assert!(
+        !conv.join("x").exists(),
+        "the replaced directory kept a stale file"
+    );
     assert!(conv.join("model.safetensors").is_file());
 }
 
@@ -265,7 +361,15 @@ fn path(p: &Path) -> String {
 fn eval_cmd(train: &Path, model: &Path, extra: &[&str]) -> Command {
     let mut c = Command::new(bin());
     c.args([
-        "eval", "--device", "cpu", "--task", "csv", "--text-a", "sentence", "--dev-split", "0.25",
+        "eval",
+        "--device",
+        "cpu",
+        "--task",
+        "csv",
+        "--text-a",
+        "sentence",
+        "--dev-split",
+        "0.25",
         "--train",
     ])
     .arg(train)
@@ -278,7 +382,9 @@ fn eval_cmd(train: &Path, model: &Path, extra: &[&str]) -> Command {
 /// `lpaf eval` of `model` on a dev CSV.
 fn eval_dev(dev: &Path, model: &Path) -> Output {
     Command::new(bin())
-        .args(["eval", "--device", "cpu", "--task", "csv", "--text-a", "sentence", "--dev"])
+        .args([
+            "eval", "--device", "cpu", "--task", "csv", "--text-a", "sentence", "--dev",
+        ])
         .arg(dev)
         .arg("--model")
         .arg(model)
@@ -316,8 +422,10 @@ fn eval_uses_the_runs_split_and_the_models_labels() {
         assert!(!o.status.success(), "{labels:?} evaluated");
         let e = stderr(&o);
         assert!(
-            e.contains(&format!("unknown label `{}`", if labels[0] == "1" { "2" } else { "negative" }))
-                && e.contains("id2label"),
+            e.contains(&format!(
+                "unknown label `{}`",
+                if labels[0] == "1" { "2" } else { "negative" }
+            )) && e.contains("id2label"),
             "{e}"
         );
     }
@@ -332,7 +440,10 @@ fn divergence_stops_the_run_without_saving() {
     assert!(!o.status.success(), "a run at lr 1e3 finished");
     let e = stderr(&o);
     assert!(e.contains("training diverged at step"), "{e}");
-    assert!(!out.join("final").exists() && !out.join("best").exists(), "a diverged model was saved");
+    assert!(
+        !out.join("final").exists() && !out.join("best").exists(),
+        "a diverged model was saved"
+    );
     let log = std::fs::read_to_string(out.join("log.jsonl")).unwrap();
     assert!(log.contains("\"diverged\""), "{log}");
     // The rule can be turned off; then the lr-1e3 loss explodes (what the rule caught).
@@ -385,11 +496,22 @@ fn nan_weights_are_reported_not_scored() {
     let model = nan_model(d.path());
     let dev = d.path().join("dev.csv");
     // The fixture has three classes (LABEL_0..2, generic names: sorted order).
-    std::fs::write(&dev, "sentence,label\ngood film,0\nbad plot,1\nfine movie,2\nawful,0\n").unwrap();
+    std::fs::write(
+        &dev,
+        "sentence,label\ngood film,0\nbad plot,1\nfine movie,2\nawful,0\n",
+    )
+    .unwrap();
     let o = eval_dev(&dev, &model);
-    assert!(!o.status.success(), "NaN weights were scored: {}", eval_line(&o));
+    assert!(
+        !o.status.success(),
+        "NaN weights were scored: {}",
+        eval_line(&o)
+    );
     let e = stderr(&o);
-    assert!(e.contains("hold NaN or infinite values") && e.contains("query.weight (1 of"), "{e}");
+    assert!(
+        e.contains("hold NaN or infinite values") && e.contains("query.weight (1 of"),
+        "{e}"
+    );
     assert!(e.contains("not finite"), "{e}");
     let o = Command::new(bin())
         .arg("convert")
@@ -398,7 +520,11 @@ fn nan_weights_are_reported_not_scored() {
         .output()
         .unwrap();
     assert!(o.status.success());
-    assert!(stderr(&o).contains("warning:") && stderr(&o).contains("query.weight"), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("warning:") && stderr(&o).contains("query.weight"),
+        "{}",
+        stderr(&o)
+    );
 }
 
 /// NaN in an unmasked score makes its softmax row NaN (f32::max / fmaxf
@@ -445,12 +571,20 @@ fn nan_propagation_body(be: &dyn Backend) {
     for r in 0..rows {
         let row = &y[r * cols..(r + 1) * cols];
         if r == 1 {
-            assert!(row.iter().all(|v| v.is_nan()), "LayerNorm row with NaN: {row:?}");
+            assert!(
+                row.iter().all(|v| v.is_nan()),
+                "LayerNorm row with NaN: {row:?}"
+            );
         } else {
-            assert!(row.iter().all(|v| v.is_finite()), "LayerNorm row {r}: {row:?}");
+            assert!(
+                row.iter().all(|v| v.is_finite()),
+                "LayerNorm row {r}: {row:?}"
+            );
         }
     }
-    let ss = be.sum_squares(&be.from_f32(&x, &[rows, cols]).unwrap()).unwrap();
+    let ss = be
+        .sum_squares(&be.from_f32(&x, &[rows, cols]).unwrap())
+        .unwrap();
     assert!(ss.is_nan(), "sum of squares with a NaN gave {ss}");
 }
 
