@@ -267,22 +267,6 @@ fn check_new_output(input: &Path, output: &Path, overwrite: bool) -> Result<()> 
     Ok(())
 }
 
-/// Warns about tensors with NaN or infinite values (they give NaN outputs).
-fn warn_non_finite(
-    file: &Path,
-    tensors: &std::collections::BTreeMap<String, crate::model::io::HostTensor>,
-) {
-    let bad = crate::model::weights::non_finite_tensors(tensors);
-    if !bad.is_empty() {
-        eprintln!(
-            "warning: {}: {} tensor(s) hold NaN or infinite values: {}",
-            file.display(),
-            bad.len(),
-            bad.join(", ")
-        );
-    }
-}
-
 fn export(a: ExportArgs) -> Result<()> {
     if !a.dense {
         return Err(Error::msg(
@@ -315,7 +299,10 @@ fn convert(a: ConvertArgs) -> Result<()> {
     check_new_output(&a.input, &a.output, a.overwrite)?;
     let weights = root.join("model.safetensors");
     let tensors = read_safetensors(&weights)?;
-    warn_non_finite(&weights, &tensors);
+    crate::model::weights::warn_non_finite(
+        &weights,
+        &crate::model::weights::non_finite_tensors(&tensors),
+    );
     crate::train::checkpoint::write_dir_atomic(&a.output, |out| {
         write_safetensors(
             &out.join("model.safetensors"),

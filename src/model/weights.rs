@@ -34,6 +34,19 @@ pub struct LoadReport {
     pub non_finite: Vec<String>,
 }
 
+/// Prints a warning naming the tensors of `file` that hold NaN or infinite
+/// values (`non_finite_tensors`), if any.
+pub fn warn_non_finite(file: &Path, bad: &[String]) {
+    if !bad.is_empty() {
+        eprintln!(
+            "warning: {}: {} tensor(s) hold NaN or infinite values: {}",
+            file.display(),
+            bad.len(),
+            bad.join(", ")
+        );
+    }
+}
+
 /// The tensors of `tensors` that hold NaN or infinite values, as
 /// "name (n of N)": a model with them gives non-finite outputs.
 pub fn non_finite_tensors(tensors: &BTreeMap<String, HostTensor>) -> Vec<String> {

@@ -145,6 +145,31 @@ pub fn write_dir_atomic(dir: &Path, fill: impl FnOnce(&Path) -> Result<()>) -> R
     sync_dir(&parent)
 }
 
+/// Leftovers of interrupted [`write_dir_atomic`] calls in `dir`
+/// (`.NAME.partial-PID`, `.NAME.old-PID`), of the directory `name` only when
+/// given; sorted.
+pub fn swap_leftovers(dir: &Path, name: Option<&str>) -> Vec<PathBuf> {
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    let mut v: Vec<PathBuf> = rd
+        .flatten()
+        .filter(|e| {
+            let n = e.file_name().to_string_lossy().to_string();
+            match name {
+                Some(name) => {
+                    n.starts_with(&format!(".{name}.partial-"))
+                        || n.starts_with(&format!(".{name}.old-"))
+                }
+                None => n.starts_with('.') && (n.contains(".partial-") || n.contains(".old-")),
+            }
+        })
+        .map(|e| e.path())
+        .collect();
+    v.sort();
+    v
+}
+
 /// Why a checkpoint directory cannot be resumed from, or its step.
 pub fn checkpoint_complete(dir: &Path) -> Result<u64> {
     let state = read_trainer_state(dir)?;
@@ -180,18 +205,7 @@ pub fn recover_checkpoint(dir: &Path) -> Result<Vec<String>> {
         .file_name()
         .map(|n| n.to_string_lossy().to_string())
         .unwrap_or_default();
-    let mut siblings = Vec::new();
-    if let Ok(rd) = std::fs::read_dir(&parent) {
-        for e in rd.flatten() {
-            let n = e.file_name().to_string_lossy().to_string();
-            if n.starts_with(&format!(".{name}.partial-"))
-                || n.starts_with(&format!(".{name}.old-"))
-            {
-                siblings.push(e.path());
-            }
-        }
-    }
-    siblings.sort();
+    let siblings = swap_leftovers(&parent, Some(&name));
     if siblings.is_empty() {
         return Ok(notes);
     }

@@ -133,14 +133,7 @@ pub fn train_config(t: &TrainSection, total: u64, output: &Path, quiet: bool) ->
 /// Prints what loading a model did (heads created, tensors ignored).
 pub fn report_load(r: &LoadReport, quiet: bool) {
     // Shown even when quiet: a model with NaN weights gives NaN outputs.
-    if !r.non_finite.is_empty() {
-        eprintln!(
-            "warning: {}: {} tensor(s) hold NaN or infinite values: {}",
-            r.weights.display(),
-            r.non_finite.len(),
-            r.non_finite.join(", ")
-        );
-    }
+    crate::model::weights::warn_non_finite(&r.weights, &r.non_finite);
     if quiet {
         return;
     }

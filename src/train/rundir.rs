@@ -8,7 +8,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
-use crate::train::checkpoint::{checkpoint_complete, recover_checkpoint};
+use crate::train::checkpoint::{checkpoint_complete, recover_checkpoint, swap_leftovers};
 
 /// What a run writes into its output directory (every method, every stage).
 /// `--overwrite` removes exactly these, nothing else the directory holds.
@@ -37,12 +37,6 @@ const LOCK_FILE: &str = ".lpaf.lock";
 pub struct RunDirLock {
     _file: File,
     pub dir: PathBuf,
-}
-
-/// Whether `name` is a leftover of an interrupted atomic directory write
-/// (`.NAME.partial-PID`, `.NAME.old-PID`).
-fn is_swap_leftover(name: &str) -> bool {
-    name.starts_with('.') && (name.contains(".partial-") || name.contains(".old-"))
 }
 
 /// Locks `output` for a run and checks that starting (or resuming) there
@@ -174,30 +168,6 @@ pub fn claim(output: &Path, resume: bool, overwrite: bool) -> Result<(RunDirLock
         },
         notes,
     ))
-}
-
-/// Leftovers of interrupted atomic directory writes in `dir`
-/// (`.NAME.partial-PID`, `.NAME.old-PID`); of `name` only, when given.
-fn swap_leftovers(dir: &Path, name: Option<&str>) -> Vec<PathBuf> {
-    let Ok(rd) = std::fs::read_dir(dir) else {
-        return Vec::new();
-    };
-    let mut v: Vec<PathBuf> = rd
-        .flatten()
-        .filter(|e| {
-            let n = e.file_name().to_string_lossy().to_string();
-            match name {
-                Some(name) => {
-                    n.starts_with(&format!(".{name}.partial-"))
-                        || n.starts_with(&format!(".{name}.old-"))
-                }
-                None => is_swap_leftover(&n),
-            }
-        })
-        .map(|e| e.path())
-        .collect();
-    v.sort();
-    v
 }
 
 /// Records the held-out split of a run (`dev_split` fraction and seed).
