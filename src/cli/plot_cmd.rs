@@ -77,7 +77,7 @@ pub fn plot(a: PlotArgs) -> Result<()> {
         eprintln!("note: {n}");
     }
     for f in &w.files {
-        println!("wrote {}", f.display());
+        crate::outln!("wrote {}", f.display())?;
     }
     Ok(())
 }

@@ -47,8 +47,8 @@ pub fn sweep(a: SweepArgs) -> Result<()> {
     if let Some(root) = &a.collect {
         let t = sweep::collect(root)?;
         let (md, jl) = t.write(root)?;
-        print!("{}", t.markdown());
-        println!("table: {} and {}", md.display(), jl.display());
+        crate::out!("{}", t.markdown())?;
+        crate::outln!("table: {} and {}", md.display(), jl.display())?;
         return Ok(());
     }
     let file = a
@@ -59,12 +59,12 @@ pub fn sweep(a: SweepArgs) -> Result<()> {
     let exe = std::env::current_exe()
         .map_err(|e| Error::msg(format!("finding the lpaf binary to run: {e}")))?;
     if a.dry_run {
-        println!(
+        crate::outln!(
             "{} runs of {} under {}:",
             plan.runs.len(),
             file.display(),
             plan.root.display()
-        );
+        )?;
         for r in &plan.runs {
             let st = match sweep::state(&plan.root, r) {
                 State::New => "new",
@@ -74,7 +74,7 @@ pub fn sweep(a: SweepArgs) -> Result<()> {
             };
             let mut cmd = vec![exe.display().to_string()];
             cmd.extend(r.args.iter().cloned());
-            println!("{}\t{}\t{st}\t{}", r.index, r.name, shell_quote(&cmd));
+            crate::outln!("{}\t{}\t{st}\t{}", r.index, r.name, shell_quote(&cmd))?;
         }
         return Ok(());
     }
@@ -86,13 +86,13 @@ pub fn sweep(a: SweepArgs) -> Result<()> {
         }
         let e = sweep::slurm::emit(&plan, &exe, &a.sbatch, a.cpu)?;
         for s in &e.scripts {
-            println!("wrote {}", s.display());
+            crate::outln!("wrote {}", s.display())?;
         }
-        println!(
+        crate::outln!(
             "{} runs; submit with: bash {}",
             plan.runs.len(),
             e.submit.display()
-        );
+        )?;
         return Ok(());
     }
     if let Some(i) = a.run_index {
@@ -104,7 +104,7 @@ pub fn sweep(a: SweepArgs) -> Result<()> {
             ))
         })?;
         let rep = sweep::run_one(&plan, run, &exe, None)?;
-        println!("{}: {}", run.name, describe(&rep));
+        crate::outln!("{}: {}", run.name, describe(&rep))?;
         return match rep {
             RunReport::Failed { .. } => Err(Error::msg(format!("run {} failed", run.name))),
             _ => Ok(()),
@@ -119,18 +119,21 @@ pub fn sweep(a: SweepArgs) -> Result<()> {
     } else {
         a.gpus.iter().map(|g| Some(g.trim().to_string())).collect()
     };
-    println!(
+    crate::outln!(
         "sweep {}: {} runs under {}, {} at a time",
         file.display(),
         plan.runs.len(),
         plan.root.display(),
         slots.len()
-    );
-    let reports = sweep::run_local(&plan, &exe, &slots, &|l: &str| println!("{l}"))?;
+    )?;
+    let reports = sweep::run_local(&plan, &exe, &slots, &|l: &str| {
+        // A closed pipe ends the process inside outln; nothing else to do.
+        let _ = crate::outln!("{l}");
+    })?;
     let t = sweep::collect(&plan.root)?;
     let (md, jl) = t.write(&plan.root)?;
-    print!("{}", t.markdown());
-    println!("table: {} and {}", md.display(), jl.display());
+    crate::out!("{}", t.markdown())?;
+    crate::outln!("table: {} and {}", md.display(), jl.display())?;
     let failed: Vec<String> = reports
         .iter()
         .filter_map(|(n, r)| match r {

@@ -56,6 +56,11 @@ pub struct SweepFile {
     /// (`"train.steps" = 30` or `[set.train] steps = 30`).
     #[serde(default)]
     pub set: toml::Table,
+    /// Keys for one recipe's runs only, after `set`
+    /// (`[recipe_set.lpaf] "lpaf.finetune_steps" = 150`): a key of one
+    /// method's section would be refused by the others' configurations.
+    #[serde(default)]
+    pub recipe_set: toml::Table,
     /// The override axis: each entry is one variant of every run.
     #[serde(default)]
     pub overrides: Vec<Override>,
@@ -167,6 +172,20 @@ pub fn read_sweep(path: &Path) -> Result<SweepFile> {
     if !f.start_from_finetune.is_empty() && !f.recipes.iter().any(|r| recipe_name(r) == "finetune")
     {
         return bad("start_from_finetune", "needs `finetune` among the recipes");
+    }
+    for (name, v) in &f.recipe_set {
+        if !f.recipes.iter().any(|r| recipe_name(r) == *name) {
+            return bad(
+                &format!("recipe_set.{name}"),
+                &format!("names '{name}', which is not in `recipes`"),
+            );
+        }
+        if !v.is_table() {
+            return bad(
+                &format!("recipe_set.{name}"),
+                "must be a table of configuration keys",
+            );
+        }
     }
     let mut tags = std::collections::HashSet::new();
     for (i, o) in f.overrides.iter().enumerate() {
@@ -282,6 +301,13 @@ pub fn expand(path: &Path, f: &SweepFile, output: Option<&Path>) -> Result<Plan>
             })
             .collect()
     };
+    let own = |name: &str| -> Vec<(String, toml::Value)> {
+        let mut v = Vec::new();
+        if let Some(toml::Value::Table(t)) = f.recipe_set.get(name) {
+            flatten("", t, &mut v);
+        }
+        v
+    };
     let suffix = |tag: &Option<String>| tag.as_ref().map(|t| format!("-{t}")).unwrap_or_default();
     let mut runs: Vec<Run> = Vec::new();
     let base = |kind: &str, file: &Path, seed: u64, out: &Path| -> Vec<String> {
@@ -317,6 +343,7 @@ pub fn expand(path: &Path, f: &SweepFile, output: Option<&Path>) -> Result<Plan>
                     args.extend(["--model".into(), m.display().to_string()]);
                 }
                 set_args(&common, &mut args);
+                set_args(&own(name), &mut args);
                 set_args(sets, &mut args);
                 runs.push(Run {
                     index: runs.len(),
@@ -357,6 +384,7 @@ pub fn expand(path: &Path, f: &SweepFile, output: Option<&Path>) -> Result<Plan>
                         None
                     };
                     set_args(&common, &mut args);
+                    set_args(&own(name), &mut args);
                     set_args(sets, &mut args);
                     runs.push(Run {
                         index: runs.len(),

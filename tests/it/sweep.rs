@@ -94,6 +94,7 @@ fn sweep_expands_into_stable_names() {
         d.path(),
         "recipes = [\"finetune\", \"magnitude\", \"svd\"]\nkept_ratios = [0.2, 0.05]\n\
          seeds = [1, 2]\nstart_from_finetune = [\"svd\"]\n\
+         [recipe_set.svd]\n\"train.warmup_ratio\" = 0.25\n\
          [[overrides]]\ntag = \"base\"\n[[overrides]]\ntag = \"lr3\"\nset = { \"train.lr\" = 3e-3 }\n",
     );
     let plan = sweep::plan(&f, None).unwrap();
@@ -137,6 +138,12 @@ fn sweep_expands_into_stable_names() {
         svd.args
     );
     assert!(svd.args.contains(&"--resume".to_string()));
+    // `[recipe_set.svd]` reaches the SVD runs only.
+    assert!(svd.args.contains(&"train.warmup_ratio=0.25".to_string()));
+    for r in &plan.runs {
+        let has = r.args.iter().any(|a| a.starts_with("train.warmup_ratio="));
+        assert_eq!(has, r.recipe == "svd", "{}: {:?}", r.name, r.args);
+    }
     let mag = plan
         .runs
         .iter()
@@ -580,6 +587,10 @@ fn bad_sweep_files_name_the_file_and_the_key() {
         (
             "recipes = [\"magnitude\"]\nkept_ratios = [0.2]\nseeds = [1]\n[[overrides]]\ntag = \"a b\"\n",
             &["overrides[0].tag"],
+        ),
+        (
+            "recipes = [\"magnitude\"]\nkept_ratios = [0.2]\nseeds = [1]\n[recipe_set.lpaf]\n\"lpaf.p0\" = 0.1\n",
+            &["recipe_set.lpaf", "not in `recipes`"],
         ),
     ];
     for (head, want) in cases {
