@@ -16,6 +16,7 @@
 pub mod cpu;
 pub mod cuda;
 pub mod philox;
+pub mod select;
 
 use std::sync::Arc;
 
@@ -25,6 +26,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::{Error, Result};
 
 pub use cpu::CpuBackend;
+pub use select::{gpu_for_test, select_backend};
 
 /// Element type of a tensor.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]

@@ -7,7 +7,7 @@ use serde_json::json;
 use crate::backend::Precision;
 use crate::cli::config::{ConfigTable, FinetuneConfig};
 use crate::cli::{Command, ConvertArgs, EvalArgs, ExportArgs, RunArgs};
-use crate::compress::format::{export_dense, load_compressed, recount, stats_table};
+use crate::compress::format::{export_dense, load_compressed};
 use crate::data::task::TaskSpec;
 use crate::device::DeviceChoice;
 use crate::error::{Error, Result};
@@ -338,18 +338,4 @@ fn check_model_config(model_dir: &Path, max_seq_len: Option<usize>) -> Result<()
     let p = root.join("config.json");
     let c = crate::model::config::BertConfig::load(&p)?;
     c.check_max_seq_len(max_seq_len, &p)
-}
-
-/// Shared by `info`: the statistics table of a model directory.
-pub fn print_stats(dir: &Path, as_json: bool) -> Result<()> {
-    let (m, t) = recount(dir)?;
-    if as_json {
-        crate::outln!(
-            "{}",
-            serde_json::to_string_pretty(&json!({"matrices": m, "total": t}))?
-        )?;
-    } else {
-        crate::out!("{}", stats_table(&m, &t))?;
-    }
-    Ok(())
 }

@@ -2,10 +2,13 @@
 //! the numerical ranks behind LPAF's premise (first-order pruning yields
 //! low-rank matrices; SPEC §4.1).
 
-use serde::Serialize;
+use std::path::Path;
 
-use crate::cli::commands::print_stats;
+use serde::Serialize;
+use serde_json::json;
+
 use crate::cli::InfoArgs;
+use crate::compress::format::{recount, stats_table};
 use crate::compress::rank::{
     magnitude_pruned_like, model_matrices as matrices, numerical_rank, singular_values_many,
     RANK_REL_TOL,
@@ -121,5 +124,19 @@ pub fn info(a: InfoArgs) -> Result<()> {
             .map(|v| format!(", magnitude-pruned {v:.3}"))
             .unwrap_or_default()
     )?;
+    Ok(())
+}
+
+/// The statistics table of a model directory.
+fn print_stats(dir: &Path, as_json: bool) -> Result<()> {
+    let (m, t) = recount(dir)?;
+    if as_json {
+        crate::outln!(
+            "{}",
+            serde_json::to_string_pretty(&json!({"matrices": m, "total": t}))?
+        )?;
+    } else {
+        crate::out!("{}", stats_table(&m, &t))?;
+    }
     Ok(())
 }

@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use crate::backend::{Backend, DType, WeightedSvdOptions, WeightedSvdProblem};
-use crate::cli::config::expand_home;
+use crate::model::io::expand_home;
 use crate::compress::distill::{check_teacher, DistillHooks};
 use crate::compress::format::{load_compressed, save_compressed, stats_table, CompressionInfo};
 use crate::compress::layers::{FactorizedLinear, MaskKind};

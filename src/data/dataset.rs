@@ -21,26 +21,7 @@ use super::tokenizer::Tokenizer;
 use super::{Batch, Labels, Target, TaskKind, TextData};
 use crate::error::{Error, Result};
 
-/// The target of one feature.
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub enum FeatureLabel {
-    None,
-    Class(u32),
-    Value(f32),
-    /// Token positions of the answer (0, 0 = no answer in this window).
-    Span {
-        start: u32,
-        end: u32,
-    },
-}
-
-/// One tokenized row, special tokens included, unpadded.
-#[derive(Clone, Debug, PartialEq)]
-pub struct Feature {
-    pub input_ids: Vec<u32>,
-    pub token_type_ids: Vec<u8>,
-    pub label: FeatureLabel,
-}
+pub use super::feature::{Feature, FeatureLabel};
 
 /// SQuAD examples and the per-feature maps back to them.
 #[derive(Clone, Debug, PartialEq)]

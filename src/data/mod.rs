@@ -51,7 +51,9 @@ impl Batch {
 }
 
 pub mod dataset;
+pub mod feature;
 pub mod glue;
+pub mod metric;
 pub mod polarity;
 pub mod squad;
 pub mod table;

@@ -21,7 +21,7 @@ use std::sync::Arc;
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
-use super::dataset::{Feature, FeatureLabel};
+use super::feature::{Feature, FeatureLabel};
 use super::tokenizer::{Pieces, Tokenizer};
 use crate::error::{Error, Result};
 

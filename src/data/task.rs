@@ -25,7 +25,7 @@ use super::table::{read_table, LabelSpec, TableFormat, TableSpec};
 use super::tokenizer::Tokenizer;
 use super::TaskKind;
 use crate::error::{Error, Result};
-use crate::train::metrics::Metric;
+use crate::data::metric::Metric;
 
 /// Every task name [`Task::from_name`] accepts.
 pub const TASK_NAMES: [&str; 15] = [
@@ -79,7 +79,7 @@ impl Task {
     /// or Pearson + Spearman for regression.
     pub fn metrics(&self, kind: &TaskKind) -> Vec<Metric> {
         match self {
-            Task::Glue(t) => crate::train::metrics::glue_metrics(*t).to_vec(),
+            Task::Glue(t) => crate::data::metric::glue_metrics(*t).to_vec(),
             Task::Squad { .. } => vec![Metric::SquadF1, Metric::ExactMatch],
             Task::Polarity | Task::Table(_) => match kind {
                 TaskKind::Regression => vec![Metric::Pearson, Metric::Spearman],

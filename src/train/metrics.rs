@@ -7,60 +7,11 @@
 //! Spearman; the others accuracy. SQuAD EM / F1 live in
 //! [`crate::data::squad`] and are re-exported here.
 
-use serde::{Deserialize, Serialize};
-
 pub use crate::data::squad::{normalize_answer, squad_em_f1, squad_evaluate, SquadScores};
-use crate::data::GlueTask;
+// The metric names and which ones a task reports belong to the task
+// definitions (data), below this module; re-exported here.
+pub use crate::data::metric::{glue_metrics, Metric};
 use crate::error::{Error, Result};
-
-/// A reported metric.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Metric {
-    Accuracy,
-    /// Binary F1 of class 1.
-    F1,
-    /// Matthews correlation coefficient.
-    Mcc,
-    Pearson,
-    Spearman,
-    /// SQuAD exact match.
-    ExactMatch,
-    /// SQuAD token F1.
-    SquadF1,
-}
-
-impl Metric {
-    /// Name used in logs (`accuracy`, `f1`, `mcc`, `pearson`, `spearman`,
-    /// `exact_match`, `squad_f1`).
-    pub fn name(self) -> &'static str {
-        match self {
-            Metric::Accuracy => "accuracy",
-            Metric::F1 => "f1",
-            Metric::Mcc => "mcc",
-            Metric::Pearson => "pearson",
-            Metric::Spearman => "spearman",
-            Metric::ExactMatch => "exact_match",
-            Metric::SquadF1 => "squad_f1",
-        }
-    }
-}
-
-impl std::fmt::Display for Metric {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.name())
-    }
-}
-
-/// The metrics a GLUE task reports (first = the main one).
-pub fn glue_metrics(task: GlueTask) -> &'static [Metric] {
-    match task {
-        GlueTask::Cola => &[Metric::Mcc],
-        GlueTask::Mrpc | GlueTask::Qqp => &[Metric::F1, Metric::Accuracy],
-        GlueTask::Stsb => &[Metric::Pearson, Metric::Spearman],
-        _ => &[Metric::Accuracy],
-    }
-}
 
 fn same_len(op: &str, a: usize, b: usize) -> Result<()> {
     if a != b {

@@ -259,7 +259,7 @@ fn info_reports_storage_and_numerical_ranks() {
 /// driver the same command runs on the device.
 #[test]
 fn gpu_old_driver_is_a_clear_error() {
-    if lpaf::device::gpu_for_test("gpu_old_driver_is_a_clear_error").is_none() {
+    if lpaf::backend::gpu_for_test("gpu_old_driver_is_a_clear_error").is_none() {
         return;
     }
     if !lpaf::device::emulator::active() {

@@ -12,7 +12,7 @@ use crate::common::{cpu, rel_err};
 use crate::compress::{final_tensors, recipe, write_task};
 
 fn compare_method(method: &str, tol: f64) {
-    let Some(g) = lpaf::device::gpu_for_test(&format!("gpu_compression_{method}_matches_cpu"))
+    let Some(g) = lpaf::backend::gpu_for_test(&format!("gpu_compression_{method}_matches_cpu"))
     else {
         return;
     };

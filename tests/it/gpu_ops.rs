@@ -12,7 +12,8 @@
 
 use lpaf::backend::cuda::CudaBackend;
 use lpaf::backend::{AdamWStep, Backend, CpuBackend, DType, Gemm, Precision, RowCopy, Tensor};
-use lpaf::device::{cuda_available, gpu_for_test, select_backend, DeviceChoice};
+use lpaf::backend::{gpu_for_test, select_backend};
+use lpaf::device::{cuda_available, DeviceChoice};
 use lpaf::Error;
 
 use crate::common::{cpu, host, rand_mask, rand_vec, rel_err};

@@ -106,7 +106,7 @@ fn step(be: &dyn Backend, p: Precision) -> StepResult {
 }
 
 fn compare(p: Precision, tol: f64) {
-    let Some(g) = lpaf::device::gpu_for_test("gpu_training_step_matches_cpu") else {
+    let Some(g) = lpaf::backend::gpu_for_test("gpu_training_step_matches_cpu") else {
         return;
     };
     let c = cpu();
@@ -196,7 +196,7 @@ fn gpu_training_step_matches_cpu_bf16() {
 
 #[test]
 fn gpu_training_step_is_deterministic() {
-    let Some(g) = lpaf::device::gpu_for_test("gpu_training_step_is_deterministic") else {
+    let Some(g) = lpaf::backend::gpu_for_test("gpu_training_step_is_deterministic") else {
         return;
     };
     for p in [Precision::F32, Precision::Bf16] {

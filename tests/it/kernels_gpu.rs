@@ -20,7 +20,7 @@ fn bits(v: &[f32]) -> Vec<u32> {
 
 #[test]
 fn gpu_movement_grads_bit_identical() {
-    let Some(gpu) = lpaf::device::gpu_for_test("gpu_movement_grads_bit_identical") else {
+    let Some(gpu) = lpaf::backend::gpu_for_test("gpu_movement_grads_bit_identical") else {
         return;
     };
     let be = cpu();
@@ -69,7 +69,7 @@ fn gpu_movement_grads_bit_identical() {
 #[test]
 fn gpu_losparse_importance_and_fused_adamw_bit_identical() {
     let Some(gpu) =
-        lpaf::device::gpu_for_test("gpu_losparse_importance_and_fused_adamw_bit_identical")
+        lpaf::backend::gpu_for_test("gpu_losparse_importance_and_fused_adamw_bit_identical")
     else {
         return;
     };
@@ -170,7 +170,7 @@ fn gpu_losparse_importance_and_fused_adamw_bit_identical() {
 
 #[test]
 fn gpu_sigmoid_mask_matches_cpu() {
-    let Some(gpu) = lpaf::device::gpu_for_test("gpu_sigmoid_mask_matches_cpu") else {
+    let Some(gpu) = lpaf::backend::gpu_for_test("gpu_sigmoid_mask_matches_cpu") else {
         return;
     };
     let be = cpu();
@@ -265,7 +265,7 @@ fn bert_like(seed: u64, quantize: Option<f32>) -> Vec<(Vec<f32>, usize, usize)> 
 
 #[test]
 fn gpu_topk_entries_matches_cpu_bit_for_bit() {
-    let Some(gpu) = lpaf::device::gpu_for_test("gpu_topk_entries_matches_cpu_bit_for_bit") else {
+    let Some(gpu) = lpaf::backend::gpu_for_test("gpu_topk_entries_matches_cpu_bit_for_bit") else {
         return;
     };
     // Continuous scores, then heavily tied ones (±0 included) so that the
@@ -303,7 +303,7 @@ fn gpu_topk_entries_matches_cpu_bit_for_bit() {
 
 #[test]
 fn gpu_topk_row_mean_matches_cpu_bit_for_bit() {
-    let Some(gpu) = lpaf::device::gpu_for_test("gpu_topk_row_mean_matches_cpu_bit_for_bit") else {
+    let Some(gpu) = lpaf::backend::gpu_for_test("gpu_topk_row_mean_matches_cpu_bit_for_bit") else {
         return;
     };
     for quant in [None, Some(0.5)] {
@@ -329,7 +329,7 @@ fn gpu_topk_row_mean_matches_cpu_bit_for_bit() {
 
 #[test]
 fn gpu_topk_errors() {
-    let Some(gpu) = lpaf::device::gpu_for_test("gpu_topk_errors") else {
+    let Some(gpu) = lpaf::backend::gpu_for_test("gpu_topk_errors") else {
         return;
     };
     let a = gpu.from_f32(&[1.0; 6], &[2, 3]).unwrap();
@@ -382,7 +382,7 @@ fn svd_products(be: &dyn Backend, res: &[WeightedSvdResult]) -> Vec<Vec<f32>> {
 
 #[test]
 fn gpu_weighted_svd_matches_cpu() {
-    let Some(gpu) = lpaf::device::gpu_for_test("gpu_weighted_svd_matches_cpu") else {
+    let Some(gpu) = lpaf::backend::gpu_for_test("gpu_weighted_svd_matches_cpu") else {
         return;
     };
     let be = cpu();
@@ -471,7 +471,7 @@ fn gpu_weighted_svd_matches_cpu() {
 
 #[test]
 fn gpu_lowrank_sparse_matches_cpu() {
-    let Some(gpu) = lpaf::device::gpu_for_test("gpu_lowrank_sparse_matches_cpu") else {
+    let Some(gpu) = lpaf::backend::gpu_for_test("gpu_lowrank_sparse_matches_cpu") else {
         return;
     };
     let be = cpu();
@@ -605,7 +605,7 @@ fn cpu_sigmoid_mask_l1_term_alone() {
 
 #[test]
 fn gpu_sigmoid_mask_l1_term_alone() {
-    let Some(gpu) = lpaf::device::gpu_for_test("gpu_sigmoid_mask_l1_term_alone") else {
+    let Some(gpu) = lpaf::backend::gpu_for_test("gpu_sigmoid_mask_l1_term_alone") else {
         return;
     };
     sigmoid_l1_term_alone(&*gpu);

@@ -13,6 +13,7 @@ mod gpu_ops;
 mod gpu_step;
 mod kernels_cpu;
 mod kernels_gpu;
+mod layers;
 mod model;
 mod plot;
 mod robustness;

@@ -265,7 +265,7 @@ fn cpu_matches_transformers_question_answering() {
 
 #[test]
 fn gpu_matches_transformers() {
-    let Some(be) = lpaf::device::gpu_for_test("gpu_matches_transformers") else {
+    let Some(be) = lpaf::backend::gpu_for_test("gpu_matches_transformers") else {
         return;
     };
     for dir in ["tiny-bert-cls", "tiny-bert-reg", "tiny-bert-qa"] {

@@ -134,7 +134,7 @@ fn resumed_run_is_bit_identical() {
 fn gpu_resumed_run_is_bit_identical() {
     // Same seed and inputs on the same GPU: bit-identical (no atomics in
     // reductions that feed training state), interrupted or not.
-    let Some(be) = lpaf::device::gpu_for_test("gpu_resumed_run_is_bit_identical") else {
+    let Some(be) = lpaf::backend::gpu_for_test("gpu_resumed_run_is_bit_identical") else {
         return;
     };
     resume_check(be.as_ref());
