@@ -1,8 +1,9 @@
-//! Criterion benchmarks of the four compression kernels (SPEC §6), on the CPU
-//! at CI-friendly sizes and, when a CUDA device is usable, on the GPU at
-//! BERT-base sizes. Memory-bound kernels report bytes/s; for the others the
-//! "elements" of the throughput are FLOPs. The workloads are those of
-//! `lpaf::bench::kernels` (`lpaf bench kernels` prints the full report).
+//! Criterion benchmarks of the four compression kernels
+//! (docs/algorithms.md §6), on the CPU at CI-friendly sizes and, when a CUDA
+//! device is usable, on the GPU at BERT-base sizes. Memory-bound kernels report
+//! bytes/s; for the others the "elements" of the throughput are FLOPs. The
+//! workloads are those of `lpaf::bench::kernels` (`lpaf bench kernels` prints
+//! the full report).
 
 use std::time::Duration;
 

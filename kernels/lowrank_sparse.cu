@@ -1,4 +1,4 @@
-// Fused low-rank + sparse layer (SPEC §6.4): the elementwise passes around
+// Fused low-rank + sparse layer (docs/algorithms.md §6.4): the elementwise passes around
 // the cuBLAS products of backend/cuda/compress.rs.
 //   forward:  w_eff = M⊙S (lrs_mask_copy), w_eff += U·V (GEMM, beta 1),
 //             y = x·w_effᵀ (GEMM) + b (lrs_add_bias)

@@ -1,4 +1,4 @@
-// Score accumulation (SPEC §6.1): movement pruning's straight-through
+// Score accumulation (docs/algorithms.md §6.1): movement pruning's straight-through
 // backward, LoSparse's importance update, and AdamW fused with it.
 //
 // Every f32 operation is written with an explicit round-to-nearest intrinsic

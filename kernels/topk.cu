@@ -1,5 +1,6 @@
-// Exact top-k (SPEC §6.2): a radix select of the k-th largest key over one or
-// many score tensors, and the pass that writes the masks and applies them.
+// Exact top-k (docs/algorithms.md §6.2): a radix select of the k-th largest key
+// over one or many score tensors, and the pass that writes the masks and
+// applies them.
 //
 // Keys are cc_topk_key (unsigned order == f32::total_cmp). The selection
 // reads the scores twice:

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
-"""Checks an lpaf dense export (`lpaf export --dense COMPRESSED OUT`, SPEC §7:
-W = U·V + S written back as a plain Hugging Face checkpoint) against the
-engine:
+"""Checks an lpaf dense export (`lpaf export --dense COMPRESSED OUT`,
+docs/algorithms.md §7: W = U·V + S written back as a plain Hugging Face
+checkpoint) against the engine:
 
 1. `BertForSequenceClassification.from_pretrained(OUT, output_loading_info=True)`
    loads it with no missing, unexpected or mismatched keys and no error

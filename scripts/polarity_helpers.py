@@ -308,7 +308,7 @@ def cmd_table(a: argparse.Namespace) -> None:
         "# Sentence polarity (Pang & Lee, 4,000 sentences; fixed stratified 90/10 split), MiniLM-L6",
         "",
         "Dev accuracy of the final model (for `dense`: the end of fine-tuning), mean ± sample sd over seeds;",
-        "kept ratio measured from the final tensors (SPEC §0); train s = wall-clock of the training loop",
+        "kept ratio measured from the final tensors (docs/algorithms.md §0); train s = wall-clock of the training loop",
         "(including its periodic evaluations); samples/s = training samples ÷ train s.",
         "",
     ]

@@ -298,7 +298,8 @@ command_for() { # NAME ENGINE METHOD RATIO SEED → the argv in CMD
             "${len[@]}" "${EXTRA[@]}")
     elif [ "$eng" = lpaf ]; then
         local start=$MODEL
-        [ "$meth" != svd ] || start="$OUT/finetune-s$seed/best"  # SPEC §0: SVD factorizes the fine-tuned model
+        # docs/algorithms.md §0: SVD factorizes the fine-tuned model.
+        [ "$meth" != svd ] || start="$OUT/finetune-s$seed/best"
         read -r -a len <<<"${LEN_ARGS[$meth]}"
         CMD=("$LPAF" compress --recipe "recipes/$meth.toml" --kept-ratio "$ratio" --seed "$seed"
             --model "$start" --output "$OUT/$name" --task csv "${DATA_ARGS[@]}" --max-seq-len 64

@@ -1,8 +1,9 @@
 #!/usr/bin/env python3
 """PyTorch + transformers reference of movement pruning and LoSparse, written
-from /work/shared/SPEC.md (§0, §1, §2, §3) and the engine's recipes, to set
-the engine's accuracy, kept ratio and speed beside an independent
-implementation on the same data, split, seeds and hyper-parameters.
+from the project's specification (what docs/algorithms.md §0–§3 now
+describes) and the engine's recipes, to set the engine's accuracy, kept ratio
+and speed beside an independent implementation on the same data, split,
+seeds and hyper-parameters.
 
 It reads the engine's recipe TOML for the method (`recipes/movement.toml`,
 `recipes/losparse.toml`; `magnitude` is also accepted) and applies the same
@@ -71,7 +72,7 @@ except ModuleNotFoundError:  # pragma: no cover - Python 3.10
 
 REPO = Path(__file__).resolve().parent.parent
 METHODS = ("movement", "losparse", "magnitude")
-# SPEC §0: the 6 compressible matrices of every encoder layer (Q, K, V,
+# docs/algorithms.md §0: the 6 compressible matrices of every encoder layer (Q, K, V,
 # attention output, intermediate, output); 36 in MiniLM-L6.
 COMPRESSIBLE = (
     ("attention", "self", "query"),
@@ -159,7 +160,7 @@ def section(recipe: dict, name: str, defaults: dict) -> dict:
 
 
 class CubicSchedule:
-    """SPEC §2 (and §3 with LoSparse's unit): kept fraction `initial` for
+    """docs/algorithms.md §2 (and §3 with LoSparse's unit): kept fraction `initial` for
     `warmup` steps, then final + (initial − final)·(1 − (t − warmup)/span)³ over
     `span` = total − warmup − cooldown steps, then `final` (src/train/schedule.rs)."""
 
@@ -180,7 +181,7 @@ class CubicSchedule:
 
 
 def linear_warmup_decay(warmup: int, total: int):
-    """SPEC §1: linear warm-up then linear decay to 0 (transformers'
+    """docs/algorithms.md §1: linear warm-up then linear decay to 0 (transformers'
     get_linear_schedule_with_warmup); the multiplier at 0-based step t."""
 
     def mult(t: int) -> float:
@@ -196,7 +197,7 @@ def linear_warmup_decay(warmup: int, total: int):
 
 
 class _StraightThroughMask(torch.autograd.Function):
-    """SPEC §2: forward W' = M ⊙ W; backward straight-through:
+    """docs/algorithms.md §2: forward W' = M ⊙ W; backward straight-through:
     ∂L/∂W = ∂L/∂W' ⊙ M and ∂L/∂Sc = ∂L/∂W' ⊙ W."""
 
     @staticmethod
@@ -211,13 +212,14 @@ class _StraightThroughMask(torch.autograd.Function):
 
 
 class MaskedLinear(nn.Module):
-    """Movement (scores, SPEC §2) or magnitude (TopK(|W|), SPEC §2 options) pruning of one matrix."""
+    """Movement (scores) or magnitude (TopK(|W|)) pruning of one matrix, docs/algorithms.md §2."""
 
     def __init__(self, dense: nn.Linear, with_scores: bool):
         super().__init__()
         self.weight = nn.Parameter(dense.weight.detach().clone())
         self.bias = nn.Parameter(dense.bias.detach().clone())
-        # SPEC §2: "Each compressible W gets a score matrix Sc (same shape, init 0)".
+        # docs/algorithms.md §2: a score matrix Sc of W's shape, starting at 0 (the published
+        # definition; this reference does not implement the engine's `pruning.score_init`).
         self.mask_scores = nn.Parameter(torch.zeros_like(self.weight)) if with_scores else None
         self.register_buffer("mask", torch.ones_like(self.weight))
 
@@ -233,19 +235,20 @@ class MaskedLinear(nn.Module):
 
     @torch.no_grad()
     def finalize(self) -> None:
-        """SPEC §2: "At the end W ← M ⊙ W and the scores are dropped"."""
+        """docs/algorithms.md §2: at the end W ← M ⊙ W and the scores are dropped."""
         self.weight.mul_(self.mask)
         self.mask_scores = None
 
 
 class LoSparseLinear(nn.Module):
-    """SPEC §3: W ≈ U·V + S, forward y = x·(U·V + S)ᵀ + b."""
+    """docs/algorithms.md §3: W ≈ U·V + S, forward y = x·(U·V + S)ᵀ + b."""
 
     def __init__(self, dense: nn.Linear, rank: int, hard_mask: bool, track_uncertainty: bool):
         super().__init__()
         w64 = dense.weight.detach().to("cpu", torch.float64)
         out_f, in_f = w64.shape
-        # SPEC §3: truncated SVD W ≈ U_r Σ_r V_rᵀ; U = U_r·√Σ_r, V = √Σ_r·V_rᵀ, S = W − U·V
+        # docs/algorithms.md §3: truncated SVD W ≈ U_r Σ_r V_rᵀ;
+        # U = U_r·√Σ_r, V = √Σ_r·V_rᵀ, S = W − U·V
         # (exact LAPACK SVD in float64; the residual in float64 as the engine does on the host).
         u, s, vt = torch.linalg.svd(w64, full_matrices=False)
         root = s[:rank].sqrt()
@@ -260,7 +263,8 @@ class LoSparseLinear(nn.Module):
         self.bias = nn.Parameter(dense.bias.detach().clone())
         self.hard_mask = hard_mask
         self.register_buffer("mask", torch.ones(out_f, in_f, dtype=torch.bool, device=dev), persistent=False)
-        # SPEC §3 pruner state: window mean `ipt`, smoothed sensitivity Ī, uncertainty Ū (β2 < 1 only).
+        # The pruner state of docs/algorithms.md §3: window mean `ipt`, smoothed
+        # sensitivity Ī, uncertainty Ū (β2 < 1 only).
         self.register_buffer("ipt", torch.zeros(out_f, in_f, device=dev), persistent=False)
         self.register_buffer("ibar", torch.zeros(out_f, in_f, device=dev), persistent=False)
         self.ubar = torch.zeros(out_f, in_f, device=dev) if track_uncertainty else None
@@ -271,7 +275,7 @@ class LoSparseLinear(nn.Module):
 
     @torch.no_grad()
     def update_importance(self, count: int, close: bool, beta1: float, beta2: float) -> None:
-        """SPEC §3: after the optimizer step, before gradients are cleared, I_t = |S ⊙ ∇S|
+        """docs/algorithms.md §3: after the optimizer step, before gradients are cleared, I_t = |S ⊙ ∇S|
         with the updated S and the clipped gradient (the one AdamW used); running mean over
         the window; at the window's end Ī ← β1·Ī + (1−β1)·ipt and, if β2 < 1,
         Ū ← β2·Ū + (1−β2)·|ipt − Ī| (src/backend/cpu/compress.rs, importance_element)."""
@@ -289,7 +293,7 @@ class LoSparseLinear(nn.Module):
                 self.ubar.mul_(beta2).add_((self.ipt - self.ibar).abs_(), alpha=1.0 - beta2)
 
     def score(self) -> torch.Tensor:
-        """SPEC §3: score = Ī (β2 = 1) or Ī·Ū."""
+        """docs/algorithms.md §3: score = Ī (β2 = 1) or Ī·Ū."""
         return self.ibar if self.ubar is None else self.ibar * self.ubar
 
     def to_dense(self) -> torch.Tensor:
@@ -298,7 +302,8 @@ class LoSparseLinear(nn.Module):
 
 
 def compressible(model) -> list[tuple[object, str, str]]:
-    """(parent module, attribute, name) of every compressible linear (SPEC §0), layer by layer."""
+    """(parent module, attribute, name) of every compressible linear
+    (docs/algorithms.md §0), layer by layer."""
     out = []
     for li, layer in enumerate(model.bert.encoder.layer):
         for path in COMPRESSIBLE:
@@ -310,7 +315,7 @@ def compressible(model) -> list[tuple[object, str, str]]:
 
 
 def uniform_rank(rho: float, out_f: int, in_f: int) -> int:
-    """SPEC §3: r = ⌈ρ·out·in/(out+in)⌉ (capped at min(out, in), src/compress/rank.rs)."""
+    """docs/algorithms.md §3: r = ⌈ρ·out·in/(out+in)⌉ (capped at min(out, in), src/compress/rank.rs)."""
     return min(math.ceil(rho * out_f * in_f / (out_f + in_f)), min(out_f, in_f))
 
 
@@ -452,7 +457,7 @@ def evaluate(model, data: Encoded, batch_size: int, precision: str, device, num_
 
 
 class MaskPruner:
-    """Movement / magnitude pruning hooks (SPEC §2): before each step the
+    """Movement / magnitude pruning hooks (docs/algorithms.md §2): before each step the
     mask of every matrix is the exact top-⌊γ_t·numel⌋ of its scores (or |W|),
     per matrix (default) or one global top-k over all matrices."""
 
@@ -467,7 +472,7 @@ class MaskPruner:
             total = sum(l.weight.numel() for l in self.layers)
             self._topk([l.key().reshape(-1) for l in self.layers], math.floor(kept * total), self.layers)
         else:
-            # Per matrix (SPEC §2 default); matrices of one size share one batched top-k.
+            # Per matrix (the default, docs/algorithms.md §2); matrices of one size share one batched top-k.
             groups: dict[int, list[MaskedLinear]] = {}
             for l in self.layers:
                 groups.setdefault(l.weight.numel(), []).append(l)
@@ -500,7 +505,8 @@ class MaskPruner:
 
     @torch.no_grad()
     def diagnostics(self) -> dict:
-        """SPEC §2 visibility: mask churn since the last call and overlap with the magnitude mask."""
+        """Visibility (docs/algorithms.md §2): mask churn since the last call and overlap
+        with the magnitude mask."""
         masks = [l.mask.bool() for l in self.layers]
         kept = sum(int(m.sum()) for m in masks)
         total = sum(m.numel() for m in masks)
@@ -524,7 +530,7 @@ class MaskPruner:
 
 
 class LoSparsePruner:
-    """SPEC §3: importance after each step, window of Δ steps, and one global
+    """docs/algorithms.md §3: importance after each step, window of Δ steps, and one global
     threshold over every S entry following the cubic schedule with LoSparse's
     own unit: pruning every Δ steps inside the cubic phase, every step after it."""
 
@@ -579,7 +585,7 @@ class LoSparsePruner:
         for kk, l in zip(keys, self.layers):
             keep = kk >= thr
             mask = keep[:, None].expand_as(l.sparse) if weights is not None else keep.view_as(l.sparse)
-            l.sparse.mul_(mask)  # pruned entries of S are set to 0 (they may regrow, SPEC §3)
+            l.sparse.mul_(mask)  # pruned entries of S are set to 0 (they may regrow, docs/algorithms.md §3)
             l.mask.copy_(mask)
             kept_now += int(mask.sum())
             if l.hard_mask:  # (engine choice) hard_mask: pruned entries lose their Adam state
@@ -596,8 +602,8 @@ class LoSparsePruner:
 
 
 def build_optimizer(model, tr: dict, method: str):
-    """SPEC §1: AdamW, decoupled weight decay, none on biases and LayerNorm weights;
-    SPEC §2: movement scores in their own group at score_lr, no weight decay."""
+    """docs/algorithms.md §1: AdamW, decoupled weight decay, none on biases and LayerNorm
+    weights; §2: movement scores in their own group at score_lr, no weight decay."""
     decay, no_decay, scores = [], [], []
     for name, p in model.named_parameters():
         if not p.requires_grad:
@@ -750,7 +756,7 @@ def main() -> None:
         total = max(1, math.ceil(float(tr["epochs"]) * math.ceil(len(train) / bs) / accum))
     warmup_steps = rust_round(float(tr["warmup_ratio"]) * total)
 
-    # ---------------- model: pre-trained start (SPEC §0), dropout 0.1 (SPEC §1)
+    # ---------------- model: pre-trained start (docs/algorithms.md §0), dropout 0.1 (§1)
     model = load_model(model_dir, len(names), device)
     model.train()
     dense_params = 0
@@ -764,7 +770,8 @@ def main() -> None:
             dense_params += new.weight.numel()
         warm = rust_round(float(pr["initial_warmup"]) * total)
         cool = rust_round(float(pr["final_warmup"]) * total)
-        # SPEC §2 cubic schedule from 1 to the target; warm-up / final phase as fractions of the steps.
+        # The cubic schedule of docs/algorithms.md §2 from 1 to the target; warm-up /
+        # final phase as fractions of the steps.
         pruner = MaskPruner(layers, CubicSchedule(1.0, kept_target, total, warm, cool), pr["scope"])
         extra["schedule"] = {"warmup_steps": warm, "cubic_steps": pruner.schedule.span, "final_steps": cool}
     else:
@@ -789,7 +796,8 @@ def main() -> None:
             dense_params += o * i
             lowrank += r * (o + i)
         lowrank_frac = lowrank / dense_params
-        # γ_T = kept_ratio − low-rank fraction (SPEC §3 "Kept ratio ≈ ρ + γ_T").
+        # γ_T = kept_ratio − low-rank fraction (docs/algorithms.md §3: kept ratio ≈
+        # low-rank fraction + γ_T).
         gamma_t = float(ls["final_kept"]) if ls["final_kept"] is not None else kept_target - lowrank_frac
         if gamma_t <= 0:
             die(f"impossible budget: the low-rank part alone keeps {lowrank_frac:.4f} of the parameters, "
@@ -799,7 +807,7 @@ def main() -> None:
         if (iw + fw) * unit > total:
             die(f"losparse: initial_warmup + final_warmup = {iw + fw} units of {unit} steps exceed "
                 f"the {total} steps of the run")
-        # SPEC §3: the cubic schedule of §2 from 1 to γ_T with LoSparse's own unit U.
+        # docs/algorithms.md §3: the cubic schedule of §2 from 1 to γ_T with LoSparse's own unit U.
         pruner = LoSparsePruner(layers, CubicSchedule(1.0, gamma_t, total, iw * unit, fw * unit), ls)
         extra.update({"lowrank_params": lowrank, "lowrank_fraction": lowrank_frac, "final_kept_s": gamma_t,
                       "schedule": {"unit_steps": unit, "warmup_steps": iw * unit,
@@ -833,19 +841,20 @@ def main() -> None:
         for _ in range(accum):
             b = batches.next()
             with autocast(precision, device):
-                out = model(**b)  # cross-entropy over the labels (SPEC §1 sequence classification)
+                out = model(**b)  # cross-entropy (docs/algorithms.md §1, classification)
             loss = out.loss.float() / accum
             loss.backward()
             loss_acc += loss.detach()
             samples += b["input_ids"].shape[0]
         loss_n += 1
-        # SPEC §1: gradient-norm clipping at max_grad_norm over every trainable parameter (scores too).
+        # docs/algorithms.md §1: gradient-norm clipping at max_grad_norm over every
+        # trainable parameter (scores too).
         gnorm = torch.nn.utils.clip_grad_norm_(params, float(tr["max_grad_norm"])) if float(tr["max_grad_norm"]) > 0 else None
         lr_now = optimizer.param_groups[0]["lr"]
         optimizer.step()
         sched.step()
         if isinstance(pruner, LoSparsePruner):
-            pruner.after_step(step, optimizer)  # importance with the clipped ∇S, then pruning (SPEC §3)
+            pruner.after_step(step, optimizer)  # importance (clipped ∇S), then pruning: docs/algorithms.md §3
         optimizer.zero_grad(set_to_none=True)
         done = step + 1
         if log_every and (done % log_every == 0 or done == total):
@@ -874,7 +883,7 @@ def main() -> None:
         torch.cuda.synchronize(device)
     train_seconds = time.perf_counter() - t0
 
-    # ---------------- final model and its kept ratio (SPEC §0), from the final tensors
+    # ---------------- final model and its kept ratio (docs/algorithms.md §0), from the final tensors
     with torch.no_grad():
         if isinstance(pruner, MaskPruner):
             final_diag = pruner.diagnostics() if a.method == "movement" else {}

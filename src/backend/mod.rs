@@ -465,7 +465,7 @@ impl AdamWStep {
     }
 }
 
-/// How movement-pruning scores are updated (SPEC §2).
+/// How movement-pruning scores are updated (docs/algorithms.md §2).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "lowercase")]
 pub enum ScoreRule {
@@ -476,7 +476,8 @@ pub enum ScoreRule {
     Accumulate,
 }
 
-/// One LoSparse importance update (SPEC §3), applied after the optimizer step.
+/// One LoSparse importance update (docs/algorithms.md §3), applied after the
+/// optimizer step.
 /// `count` is this step's 1-based position in the window: the running mean
 /// becomes `ipt = ((count−1)·ipt + |S⊙∇S|)/count` (for `count = 1` simply
 /// `ipt = |S⊙∇S|`, so nothing needs resetting between windows). When `close`
@@ -647,7 +648,7 @@ pub fn topk_row_mean(row: &[f32], abs: bool) -> f32 {
     }
 }
 
-/// A weighted low-rank problem of SPEC §4.2: minimise
+/// A weighted low-rank problem of docs/algorithms.md §4.2: minimise
 /// `Σ Ω_ij·(W_ij − (U·V)_ij)²` with `Ω = 1` where `mask` is set and `omega`
 /// elsewhere (for ω ∈ {0, 1} this is `‖Ω⊙(W − U·V)‖²_F`).
 pub struct WeightedSvdProblem<'a> {
@@ -659,7 +660,7 @@ pub struct WeightedSvdProblem<'a> {
     pub rank: usize,
 }
 
-/// Options of the EM solver (SPEC §4.2).
+/// Options of the EM solver (docs/algorithms.md §4.2).
 ///
 /// The algorithm, per problem (both backends; they differ only in rounding):
 /// - random start `P₀` (`in × r`): entry `j` (row-major) is `2u − 1` with
@@ -876,7 +877,7 @@ pub trait Backend: Send + Sync {
         hp: &AdamWStep,
     ) -> Result<()>;
 
-    // ---- the four compression kernels (SPEC §6) --------------------------------
+    // ---- the four compression kernels (docs/algorithms.md §6) ------------------
     /// Movement pruning's straight-through backward in one pass over
     /// `W`, `G = ∂L/∂W'` and the U8 mask: `grad_w += G⊙M`, and
     /// `scores += G⊙W` ([`ScoreRule::Adam`]: `scores` is `∂L/∂Sc`) or
@@ -955,7 +956,7 @@ pub trait Backend: Send + Sync {
         masks: &mut [&mut Tensor],
         apply: &mut [&mut Tensor],
     ) -> Result<usize>;
-    /// Soft movement (SPEC §2 option): `mask = σ(Sc) > τ`, and if
+    /// Soft movement (docs/algorithms.md §2, an option): `mask = σ(Sc) > τ`, and if
     /// `l1_grad_coef` is not 0, `dscores += coef·σ(Sc)·(1−σ(Sc))` (the
     /// gradient of `λ·mean σ(Sc)` when `coef = λ/numel`). Returns entries kept.
     /// The mask is computed as `(Sc as f64) > ln(τ/(1−τ))` (the logit computed
@@ -969,7 +970,7 @@ pub trait Backend: Send + Sync {
         dscores: Option<&mut Tensor>,
         l1_grad_coef: f32,
     ) -> Result<usize>;
-    /// The sparsity-aware SVD of SPEC §4.2, batched over matrices of mixed
+    /// The sparsity-aware SVD of docs/algorithms.md §4.2, batched over matrices of mixed
     /// shapes and ranks (see [`WeightedSvdOptions`] for the algorithm).
     /// Deterministic for a given seed. Errors: rank > min(out, in), a mask
     /// whose shape differs from `w`, `omega` outside [0, 1]. Rank 0 is allowed

@@ -1,7 +1,7 @@
-//! `lpaf bench kernels`: the four compression kernels of SPEC §6 measured on
-//! one backend, against the ceilings measured in the same run (device-to-device
-//! copy bandwidth, GEMM rate at fp32 / tf32 / bf16), with the goals of the
-//! kernel work and whether they are met.
+//! `lpaf bench kernels`: the four compression kernels of docs/algorithms.md §6
+//! measured on one backend, against the ceilings measured in the same run
+//! (device-to-device copy bandwidth, GEMM rate at fp32 / tf32 / bf16), with the
+//! goals of the kernel work and whether they are met.
 //!
 //! Every workload counts its FLOPs and the fewest bytes it must move; a time is
 //! the median over `repeats` samples after `warmup` runs, each sample a batch

@@ -1,6 +1,6 @@
 //! Benchmarks behind `lpaf bench`: [`train`] (step times per method and
 //! precision with model-FLOPs utilisation) and [`kernels`] (the compression
-//! kernels of SPEC §6 against the device's measured ceilings).
+//! kernels of docs/algorithms.md §6 against the device's measured ceilings).
 
 pub mod kernels;
 pub mod train;

@@ -8,8 +8,8 @@
 //! FLOPs counted: 6 · (encoder matrix parameters) · tokens for the linear
 //! layers (2 forward + 4 backward per weight per token) plus attention
 //! `12 · B · S² · H` per layer (QKᵀ and P·V, forward and backward), as the
-//! BASELINES physical floor does. Compressed methods are charged the same
-//! dense FLOPs, so their MFU is comparable to dense ("useful work").
+//! physical floor in docs/baselines.md does. Compressed methods are charged
+//! the same dense FLOPs, so their MFU is comparable to dense ("useful work").
 
 use std::time::Instant;
 

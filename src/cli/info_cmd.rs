@@ -1,6 +1,6 @@
 //! `lpaf info`: storage statistics of a model directory and, with `--rank`,
 //! the numerical ranks behind LPAF's premise (first-order pruning yields
-//! low-rank matrices; SPEC §4.1).
+//! low-rank matrices; docs/algorithms.md §4.1).
 
 use std::path::Path;
 

@@ -1,6 +1,6 @@
-//! Distillation from a fine-tuned teacher (SPEC §3): `CE + α_out·KL(softmax(z_t/T) ‖
-//! softmax(z_s/T))·T² + α_layer·Σ_l MSE(h_s^l, h_t^l)` over the embedding
-//! output and every layer output. Wraps another method's hooks.
+//! Distillation from a fine-tuned teacher (docs/algorithms.md §3):
+//! `CE + α_out·KL(softmax(z_t/T) ‖ softmax(z_s/T))·T² + α_layer·Σ_l MSE(h_s^l, h_t^l)`
+//! over the embedding output and every layer output. Wraps another method's hooks.
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;

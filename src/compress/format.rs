@@ -1,4 +1,4 @@
-//! The compressed-model directory (SPEC §7): `config.json`, the tokenizer,
+//! The compressed-model directory (docs/algorithms.md §7): `config.json`, the tokenizer,
 //! `model.safetensors` in which each compressed `<name>.weight` is replaced by
 //! `<name>.lowrank_u` / `<name>.lowrank_v` and, when there is a sparse part,
 //! CSR tensors `<name>.sparse_values` / `.sparse_indices` / `.sparse_indptr`,

@@ -2,13 +2,14 @@
 //! into the model's seam:
 //!
 //! - [`MaskedLinear`]: `W' = M⊙W` with a top-k mask of movement scores
-//!   (straight-through gradients, SPEC §2), of `|W|` (magnitude pruning), or
-//!   of `σ(Sc) > τ` (soft movement).
+//!   (straight-through gradients, docs/algorithms.md §2), of `|W|` (magnitude
+//!   pruning), or of `σ(Sc) > τ` (soft movement).
 //! - [`FactorizedLinear`]: `W ≈ U·V` (plain SVD, LPAF's output).
-//! - [`LowRankSparseLinear`]: `W ≈ U·V + S` (LoSparse, SPEC §3), on the fused
-//!   kernels of SPEC §6.4.
-//! - [`MixedRankLinear`]: LPAF's mixed-rank fine-tuning (SPEC §4.4): each step
-//!   uses the frozen sparse `W_s` with probability `p_t`, else `U·V`.
+//! - [`LowRankSparseLinear`]: `W ≈ U·V + S` (LoSparse, docs/algorithms.md §3),
+//!   on the fused kernels of docs/algorithms.md §6.4.
+//! - [`MixedRankLinear`]: LPAF's mixed-rank fine-tuning
+//!   (docs/algorithms.md §4.4): each step uses the frozen sparse `W_s` with
+//!   probability `p_t`, else `U·V`.
 
 use std::any::Any;
 use std::collections::BTreeMap;
@@ -139,7 +140,8 @@ pub struct MaskedLinear {
 }
 
 impl MaskedLinear {
-    /// Wraps dense weights; the mask starts all ones, scores at 0 (SPEC §2).
+    /// Wraps dense weights; the mask starts all ones, scores at 0
+    /// (docs/algorithms.md §2).
     pub fn new(
         be: &dyn Backend,
         prefix: &str,
@@ -189,7 +191,7 @@ impl MaskedLinear {
         })
     }
 
-    /// `W ← M⊙W` and drops the scores (the end of pruning, SPEC §2).
+    /// `W ← M⊙W` and drops the scores (the end of pruning, docs/algorithms.md §2).
     pub fn finalize(&mut self, be: &dyn Backend) -> Result<()> {
         let mut w = be.empty(self.weight.value.shape(), DType::F32)?;
         be.mul_mask(&self.weight.value, &self.mask, &mut w)?;

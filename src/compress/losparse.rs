@@ -1,4 +1,4 @@
-//! LoSparse (Li et al., ICML 2023; SPEC §3): `W ≈ U·V + S`, U·V from a
+//! LoSparse (Li et al., ICML 2023; docs/algorithms.md §3): `W ≈ U·V + S`, U·V from a
 //! truncated SVD, S the residual, pruned by a global threshold on smoothed
 //! sensitivity scores that follows a cubic schedule with its own unit.
 //!

@@ -1,4 +1,4 @@
-//! LPAF (Ren & Zhu; SPEC §4): movement pruning, then sparsity-aware SVD of
+//! LPAF (Ren & Zhu; docs/algorithms.md §4): movement pruning, then sparsity-aware SVD of
 //! each pruned matrix with ranks allocated to meet the budget exactly, then
 //! mixed-rank fine-tuning in which each layer uses its frozen sparse matrix
 //! with a probability that falls to zero, ending purely low-rank.
@@ -180,7 +180,8 @@ pub fn finalize_lowrank(model: &mut Bert) {
     }
 }
 
-/// `p_t` falls linearly from `p0` to 0 at `end_step`, then stays 0 (SPEC §4.4).
+/// `p_t` falls linearly from `p0` to 0 at `end_step`, then stays 0
+/// (docs/algorithms.md §4.4).
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
 pub struct MixedRankSchedule {
     pub p0: f64,

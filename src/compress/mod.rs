@@ -1,5 +1,6 @@
-//! Compression methods (SPEC §2–§5): the compressed layer forms, the methods
-//! that train them, recipes, the compressed-model format and export.
+//! Compression methods (docs/algorithms.md §2–§5): the compressed layer forms,
+//! the methods that train them, recipes, the compressed-model format and
+//! export.
 
 pub mod distill;
 pub mod format;

@@ -2,7 +2,7 @@
 //! the method's layers, train with its hooks (optionally distilling), and
 //! save the compressed model with its statistics.
 //!
-//! Outputs under `output/`: `compressed/` (SPEC §7 format), `log.jsonl`,
+//! Outputs under `output/`: `compressed/` (docs/algorithms.md §7 format), `log.jsonl`,
 //! `summary.json`, `checkpoint/` (resumable). LPAF has three stages: stage 1
 //! writes `stage1/` (its own log and checkpoint) and `pruned/` (the pruned
 //! model, compressed format); stage 3 trains in `output/` itself. A resumed

@@ -1,12 +1,12 @@
-//! Movement pruning (hard and soft) and magnitude pruning (SPEC §2) as
+//! Movement pruning (hard and soft) and magnitude pruning (docs/algorithms.md §2) as
 //! training hooks: each step's kept fraction follows the cubic schedule, and
 //! the masks are the exact top-k of the scores (or `|W|`), per matrix or
 //! global over all matrices, found and applied by the top-k kernels.
 //!
-//! Visibility (SPEC §2's measured warning): at every log point the hooks
-//! report the fraction of mask entries that changed since the last log
-//! ("churn") and the overlap of the movement mask with the magnitude mask of
-//! the same size.
+//! Visibility (the measured warning of docs/algorithms.md §2): at every log
+//! point the hooks report the fraction of mask entries that changed since the
+//! last log ("churn") and the overlap of the movement mask with the magnitude
+//! mask of the same size.
 
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
@@ -33,7 +33,7 @@ pub enum PruneScope {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "snake_case")]
 pub enum ScoreInit {
-    /// `Sc = 0` (SPEC §2): the mask is decided by movement alone.
+    /// `Sc = 0` (docs/algorithms.md §2): the mask is decided by movement alone.
     #[default]
     Zero,
     /// `Sc ∝ |W|` per matrix (see [`init_scores`]): the first masks are the
@@ -137,7 +137,8 @@ pub struct PruneSettings {
     /// Soft movement: threshold τ on σ(Sc) and L1 coefficient λ.
     pub soft_tau: f32,
     pub soft_lambda: f32,
-    /// Soft movement keeps at least this fraction per matrix (SPEC: 0.5 %).
+    /// Soft movement keeps at least this fraction per matrix
+    /// (docs/algorithms.md §2: 0.5 %).
     pub soft_min_kept: f64,
     /// Hard masks are recomputed every this many steps (and at the first
     /// step at the target), not every step.

@@ -1,5 +1,5 @@
 //! Singular values, numerical rank, and rank allocation under a parameter
-//! budget (SPEC §4.3).
+//! budget (docs/algorithms.md §4.3).
 
 use std::cmp::Ordering;
 use std::collections::BinaryHeap;
@@ -13,7 +13,7 @@ use crate::error::{Error, Result};
 use crate::model::bert::{linear_prefix, slot_shape};
 use crate::model::io::HostTensor;
 
-/// The relative threshold of the numerical rank (SPEC §4.1).
+/// The relative threshold of the numerical rank (docs/algorithms.md §4.1).
 pub const RANK_REL_TOL: f64 = 1e-3;
 
 /// Names, shapes and dense values of every compressible matrix of a model.
@@ -89,7 +89,8 @@ pub fn singular_values_many(mats: &[(&[f32], usize, usize)]) -> Result<Vec<Vec<f
         .collect()
 }
 
-/// Numerical rank: singular values above `rel_tol · σ_max` (SPEC §4.1 uses 1e-3).
+/// Numerical rank: singular values above `rel_tol · σ_max`
+/// (docs/algorithms.md §4.1 uses 1e-3).
 pub fn numerical_rank(svals: &[f64], rel_tol: f64) -> usize {
     let Some(&max) = svals.first() else { return 0 };
     if max == 0.0 {
@@ -107,7 +108,7 @@ pub enum RankAllocation {
     #[default]
     Energy,
     /// The same parameter ratio ρ for every matrix: `r = ⌈ρ·out·in/(out+in)⌉`
-    /// (SPEC §3), trimmed if the rounding overshoots the budget.
+    /// (docs/algorithms.md §3), trimmed if the rounding overshoots the budget.
     Uniform,
 }
 

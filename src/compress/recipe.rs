@@ -1,6 +1,6 @@
-//! Recipes: one TOML file per method (see `recipes/`), every hyper-parameter
-//! of SPEC named. Unknown keys are errors; impossible budgets are refused
-//! before any work starts.
+//! Recipes: one TOML file per method (see `recipes/`), every hyper-parameter of
+//! docs/algorithms.md named. Unknown keys are errors; impossible budgets are
+//! refused before any work starts.
 
 use std::path::PathBuf;
 
@@ -81,7 +81,8 @@ fn d_min_kept() -> f64 {
     0.005
 }
 
-/// `[pruning]`: movement / soft movement / magnitude (SPEC §2), also LPAF's stage 1.
+/// `[pruning]`: movement / soft movement / magnitude (docs/algorithms.md §2),
+/// also LPAF's stage 1.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PruningSection {
@@ -91,8 +92,9 @@ pub struct PruningSection {
     /// `per_matrix` or `global` top-k.
     #[serde(default)]
     pub scope: PruneScope,
-    /// `zero` (SPEC §2) or `magnitude`: scores start proportional to `|W|`,
-    /// so movement refines the magnitude mask instead of starting from noise.
+    /// `zero` (the published definition, docs/algorithms.md §2) or `magnitude`:
+    /// scores start proportional to `|W|`, so movement refines the magnitude
+    /// mask instead of starting from noise.
     #[serde(default)]
     pub score_init: ScoreInit,
     /// Mean initial score of each matrix (`score_init = "magnitude"`) as a
@@ -148,7 +150,7 @@ fn d_fw_units() -> u64 {
     5
 }
 
-/// `[losparse]` (SPEC §3).
+/// `[losparse]` (docs/algorithms.md §3).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LoSparseSection {
@@ -233,7 +235,7 @@ fn d_half() -> f64 {
     0.5
 }
 
-/// `[lpaf]` (SPEC §4).
+/// `[lpaf]` (docs/algorithms.md §4).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LpafSection {
@@ -310,7 +312,7 @@ impl DistillSection {
 pub struct Recipe {
     pub method: Method,
     /// The starting checkpoint: pre-trained (movement, magnitude, LoSparse,
-    /// LPAF; SPEC §0) or fine-tuned (SVD; or any method as an option).
+    /// LPAF; docs/algorithms.md §0) or fine-tuned (SVD; or any method as an option).
     pub model: PathBuf,
     pub output: PathBuf,
     #[serde(default)]

@@ -1,5 +1,5 @@
 //! BERT with explicit forward and backward passes (no autograd): embeddings,
-//! post-LN encoder layers, pooler, and the three heads of SPEC §1. Every
+//! post-LN encoder layers, pooler, and the three heads of docs/algorithms.md §1. Every
 //! operation goes through the backend, so the same code runs on CPU and GPU.
 //!
 //! The forward pass keeps what the backward needs (`ForwardActs`); the

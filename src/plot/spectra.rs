@@ -1,9 +1,9 @@
 //! Normalised singular values (σᵢ/σ₁ against i / full rank) of a model's
 //! compressible matrices, mean over the layers for each of the six matrix
-//! types, beside the dense model's and the dense model magnitude-pruned to
-//! the same density per matrix, with the numerical-rank threshold marked:
-//! the picture of LPAF's premise (SPEC §4.1). The singular values and ranks
-//! are those of `lpaf info --rank` (`compress::rank`).
+//! types, beside the dense model's and the dense model magnitude-pruned to the
+//! same density per matrix, with the numerical-rank threshold marked: the
+//! picture of LPAF's premise (docs/algorithms.md §4.1). The singular values and
+//! ranks are those of `lpaf info --rank` (`compress::rank`).
 
 use std::path::Path;
 

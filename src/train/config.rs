@@ -72,7 +72,7 @@ pub struct TrainSection {
     pub weight_decay: f32,
     #[serde(default = "d_clip")]
     pub max_grad_norm: f32,
-    /// Learning rate of movement scores (SPEC §2).
+    /// Learning rate of movement scores (docs/algorithms.md §2).
     #[serde(default = "d_score_lr")]
     pub score_lr: f32,
     #[serde(default)]

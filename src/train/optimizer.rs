@@ -1,4 +1,4 @@
-//! AdamW over every trainable parameter (SPEC §1): decoupled weight decay,
+//! AdamW over every trainable parameter (docs/algorithms.md §1): decoupled weight decay,
 //! none on biases and LayerNorm weights, gradient-norm clipping, and separate
 //! settings for movement-pruning scores.
 
@@ -16,7 +16,7 @@ pub struct AdamWConfig {
     pub beta2: f32,
     pub eps: f32,
     pub weight_decay: f32,
-    /// Learning rate of movement scores (no weight decay), SPEC §2.
+    /// Learning rate of movement scores (no weight decay), docs/algorithms.md §2.
     pub score_lr: f32,
     /// Global gradient-norm clip (0 = off).
     pub max_grad_norm: f32,

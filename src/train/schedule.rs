@@ -24,7 +24,8 @@ impl LinearSchedule {
     }
 }
 
-/// The cubic sparsity schedule of movement pruning (Sanh et al., SPEC §2/§3):
+/// The cubic sparsity schedule of movement pruning (Sanh et al.;
+/// docs/algorithms.md §2, §3):
 /// the kept fraction stays at `initial` for `warmup` steps, then falls as
 /// `final + (initial − final)·(1 − (t − warmup)/(span))³` over `span` steps,
 /// then stays at `final` (for `cooldown` steps until the end).

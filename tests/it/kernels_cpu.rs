@@ -1,4 +1,4 @@
-//! The CPU references of the four compression kernels (SPEC §6) against
+//! The CPU references of the four compression kernels (docs/algorithms.md §6) against
 //! plainly written f64 / full-sort computations.
 
 use lpaf::backend::*;

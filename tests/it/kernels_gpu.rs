@@ -1,8 +1,9 @@
-//! The CUDA compression kernels (SPEC §6) against the CPU reference on real
-//! BERT-base shapes (768×768, 3072×768, 768×3072; N = 4096 tokens). Bounds from
-//! METHOD.md: fp32 1e-5 relative, tf32 ~1e-3, bf16 1e-2; masks bit for bit.
-//! Score-accumulation results are bit-identical by construction (no FMA
-//! contraction on either side) and are compared bit for bit too.
+//! The CUDA compression kernels (docs/algorithms.md §6) against the CPU
+//! reference on real BERT-base shapes (768×768, 3072×768, 768×3072; N = 4096
+//! tokens). Bounds from docs/measuring.md §5: fp32 1e-5 relative, tf32 ~1e-3,
+//! bf16 1e-2; masks bit for bit. Score-accumulation results are bit-identical
+//! by construction (no FMA contraction on either side) and are compared bit for
+//! bit too.
 
 use lpaf::backend::*;
 

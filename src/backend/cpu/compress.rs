@@ -1,6 +1,6 @@
-//! CPU references of the compression kernels (SPEC §6): score accumulation,
-//! exact top-k, soft-movement masks and the fused low-rank + sparse layer.
-//! The weighted SVD is in `svd.rs`.
+//! CPU references of the compression kernels (docs/algorithms.md §6): score
+//! accumulation, exact top-k, soft-movement masks and the fused low-rank +
+//! sparse layer. The weighted SVD is in `svd.rs`.
 //!
 //! Elementwise formulas are written once per element (`*_element`) in the
 //! exact f32 operation order the CUDA kernels use (no fused multiply-add on

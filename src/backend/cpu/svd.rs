@@ -1,4 +1,4 @@
-//! CPU reference of the sparsity-aware (weighted) SVD, SPEC §4.2: EM
+//! CPU reference of the sparsity-aware (weighted) SVD, docs/algorithms.md §4.2: EM
 //! (Srebro & Jaakkola 2003) around a warm-started subspace iteration, in f64.
 //! The algorithm is spelled out on [`WeightedSvdOptions`].
 //!

@@ -1,5 +1,6 @@
-//! CUDA implementations of the four compression kernels (SPEC §6); the device
-//! code is in `kernels/{score_accum,topk,weighted_svd,lowrank_sparse}.cu`.
+//! CUDA implementations of the four compression kernels
+//! (docs/algorithms.md §6); the device code is in
+//! `kernels/{score_accum,topk,weighted_svd,lowrank_sparse}.cu`.
 //!
 //! - Score accumulation: one memory-bound pass each; AdamW and the LoSparse
 //!   importance share one pass (`adamw_importance`). Bit-identical to the CPU.

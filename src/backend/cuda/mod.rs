@@ -10,7 +10,7 @@
 //!
 //! The operations live in submodules: `ops.rs` (memory, GEMM, elementwise,
 //! normalisation, attention, optimizer) and `compress.rs` (the four
-//! compression kernels of SPEC §6).
+//! compression kernels of docs/algorithms.md §6).
 
 mod compress;
 mod ops;
