@@ -72,6 +72,19 @@ pub(crate) enum KArg {
     F32(f32),
 }
 
+impl KArg {
+    fn kind(&self) -> crate::kernels::ParamKind {
+        use crate::kernels::ParamKind as P;
+        match self {
+            KArg::Ptr(_) => P::Ptr,
+            KArg::U32(_) => P::U32,
+            KArg::I32(_) => P::I32,
+            KArg::U64(_) => P::U64,
+            KArg::F32(_) => P::F32,
+        }
+    }
+}
+
 pub struct CudaBackend {
     pub(crate) ctx: Arc<CudaContext>,
     pub(crate) stream: Arc<CudaStream>,
@@ -202,6 +215,10 @@ impl CudaBackend {
         cfg: LaunchConfig,
         args: &[KArg],
     ) -> Result<()> {
+        let kinds: Vec<crate::kernels::ParamKind> = args.iter().map(KArg::kind).collect();
+        if let Some(why) = crate::kernels::signature_mismatch(module, name, &kinds) {
+            return Err(Error::cuda(name, why));
+        }
         if cfg.grid_dim.0 == 0 || cfg.grid_dim.1 == 0 || cfg.grid_dim.2 == 0 {
             return Ok(());
         }

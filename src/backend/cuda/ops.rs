@@ -68,103 +68,6 @@ fn softmax_variant(s: usize, fwd: bool) -> &'static str {
     }
 }
 
-/// Kinds of kernel parameters, for [`SIGNATURES`].
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Ak {
-    /// Any device pointer.
-    P,
-    U32,
-    U64,
-    F32,
-}
-
-use Ak::{F32 as F, P, U32 as W, U64 as L};
-
-/// The parameter list of every kernel this file launches, as declared in
-/// `kernels/*.cu` (a unit test parses the sources and compares).
-/// [`CudaBackend::run_kernel`] checks each launch's arguments against it, so
-/// an argument list out of step with its kernel is an error, not silent
-/// memory corruption.
-#[rustfmt::skip]
-const SIGNATURES: &[(&str, &str, &[Ak])] = &[
-    ("elementwise", "fill_u32", &[P, L, W]),
-    ("elementwise", "fill_u16", &[P, L, W]),
-    ("elementwise", "fill_u8", &[P, L, W]),
-    ("elementwise", "cast_f32_bf16", &[P, P, L]),
-    ("elementwise", "cast_bf16_f32", &[P, P, L]),
-    ("elementwise", "cast_u8_f32", &[P, P, L]),
-    ("elementwise", "axpby_f32", &[P, P, L, F, F, W]),
-    ("elementwise", "scale_f32", &[P, L, F]),
-    ("elementwise", "mul_f32", &[P, P, P, L]),
-    ("elementwise", "mul_mask_f32", &[P, P, P, L]),
-    ("elementwise", "add_row_bias_f32", &[P, P, L, L]),
-    ("elementwise", "add_row_bias_f32x4", &[P, P, L, L]),
-    ("elementwise", "gelu_f32", &[P, P, L]),
-    ("elementwise", "gelu_backward_f32", &[P, P, P, L]),
-    ("elementwise", "tanh_f32", &[P, P, L]),
-    ("elementwise", "tanh_backward_f32", &[P, P, P, L]),
-    ("elementwise", "dropout_f32", &[P, P, L, F, F, L, L]),
-    ("elementwise", "copy_rows_f32", &[P, P, L, L, L, L, L, L, W]),
-    ("elementwise", "copy_rows_f32x4", &[P, P, L, L, L, L, L, L, W]),
-    ("reduce", "col_sum_partials_f32", &[P, P, L, L, L]),
-    ("reduce", "col_sum_partials_f32x4", &[P, P, L, L, L]),
-    ("reduce", "col_sum_finalize_f32", &[P, P, L, L, W]),
-    ("reduce", "sum_squares_f64", &[P, L, P]),
-    ("layernorm", "layer_norm_fwd_f32x4", &[P, P, P, P, P, P, L, W, F]),
-    ("layernorm", "layer_norm_fwd_f32", &[P, P, P, P, P, P, L, L, F]),
-    ("layernorm", "layer_norm_bwd_dx_f32x4", &[P, P, P, P, P, P, L, W]),
-    ("layernorm", "layer_norm_bwd_dx_f32", &[P, P, P, P, P, P, L, L]),
-    ("layernorm", "ln_param_partials_f32", &[P, P, P, P, P, P, L, L, L]),
-    ("layernorm", "ln_param_partials_f32x4", &[P, P, P, P, P, P, L, L, L]),
-    ("layernorm", "ln_param_finalize_f32", &[P, P, P, P, L, L]),
-    ("attention", "permute_heads_f32", &[P, P, L, L, L, L]),
-    ("attention", "permute_heads_f32x4", &[P, P, L, L, L, L]),
-    ("attention", "softmax_fwd_v1", &[P, P, L, W, W, F]),
-    ("attention", "softmax_fwd_v2", &[P, P, L, W, W, F]),
-    ("attention", "softmax_fwd_v4", &[P, P, L, W, W, F]),
-    ("attention", "softmax_fwd_v8", &[P, P, L, W, W, F]),
-    ("attention", "softmax_fwd_generic", &[P, P, L, W, W, F]),
-    ("attention", "softmax_bwd_v1", &[P, P, L, W, F]),
-    ("attention", "softmax_bwd_v2", &[P, P, L, W, F]),
-    ("attention", "softmax_bwd_v4", &[P, P, L, W, F]),
-    ("attention", "softmax_bwd_v8", &[P, P, L, W, F]),
-    ("attention", "softmax_bwd_generic", &[P, P, L, W, F]),
-    ("embedding", "check_ids_i32", &[P, L, L, P]),
-    ("embedding", "gather_rows_f32", &[P, P, P, L, L, L, W]),
-    ("embedding", "gather_rows_f32x4", &[P, P, P, L, L, L, W]),
-    ("embedding", "scatter_rank_count", &[P, W, P]),
-    ("embedding", "scatter_rank_place", &[P, P, W, P, P]),
-    ("embedding", "scatter_pieces_f32", &[P, P, P, P, P, P, W, L, W]),
-    ("embedding", "scatter_combine_f32", &[P, P, P, P, W, L, W, W]),
-    ("optim", "adamw_f32", &[P, P, P, P, L, F, F, F, F, F, F, F, F]),
-];
-
-/// Why `args` do not fit kernel `module::name` (None when they do).
-fn signature_mismatch(module: &str, name: &str, args: &[KArg]) -> Option<String> {
-    let Some((_, _, want)) = SIGNATURES
-        .iter()
-        .find(|(m, n, _)| *m == module && *n == name)
-    else {
-        return Some(format!("kernel {module}::{name} has no recorded signature"));
-    };
-    let got: Vec<Option<Ak>> = args
-        .iter()
-        .map(|a| match a {
-            KArg::Ptr(_) => Some(Ak::P),
-            KArg::U32(_) => Some(Ak::U32),
-            KArg::U64(_) => Some(Ak::U64),
-            KArg::F32(_) => Some(Ak::F32),
-            KArg::I32(_) => None,
-        })
-        .collect();
-    if got.len() != want.len() || got.iter().zip(want.iter()).any(|(g, w)| *g != Some(*w)) {
-        return Some(format!(
-            "kernel {module}::{name} takes {want:?}, launched with {args:?}"
-        ));
-    }
-    None
-}
-
 fn too_large(op: &str, what: &str, v: usize, max: usize) -> Error {
     Error::shape(op, format!("{what} = {v} exceeds the kernel limit {max}"))
 }
@@ -185,20 +88,6 @@ impl CudaBackend {
 }
 
 impl CudaBackend {
-    /// [`CudaBackend::launch`] after checking the arguments against the
-    /// kernel's recorded signature.
-    fn run_kernel(
-        &self,
-        module: &'static str,
-        name: &'static str,
-        cfg: LaunchConfig,
-        args: &[KArg],
-    ) -> Result<()> {
-        if let Some(why) = signature_mismatch(module, name, args) {
-            return Err(Error::cuda(name, why));
-        }
-        self.launch(module, name, cfg, args)
-    }
 
     /// A 1-D grid-stride launch over `items` work items: 256-thread blocks,
     /// at most 32 blocks per multiprocessor (the kernels loop, so the grid
@@ -271,7 +160,7 @@ impl CudaBackend {
         if n == 0 {
             return Ok(());
         }
-        self.run_kernel(
+        self.launch(
             "elementwise",
             kernel,
             self.stride_cfg(n.div_ceil(4)),
@@ -301,7 +190,7 @@ impl CudaBackend {
         if n == 0 {
             return Ok(());
         }
-        self.run_kernel(
+        self.launch(
             "elementwise",
             kernel,
             self.stride_cfg(n.div_ceil(4)),
@@ -328,7 +217,7 @@ impl CudaBackend {
         }
         let mut flag = self.from_i32(&[i32::MAX], &[1])?;
         let pf = self.ptr_mut(op, "flag", &mut flag, DType::I32)?;
-        self.run_kernel(
+        self.launch(
             "embedding",
             "check_ids_i32",
             self.stride_cfg(n),
@@ -408,7 +297,7 @@ impl CudaBackend {
         } else {
             ("permute_heads_f32", n, d)
         };
-        self.run_kernel(
+        self.launch(
             "attention",
             kernel,
             self.stride_cfg(total),
@@ -634,7 +523,7 @@ impl Backend for CudaBackend {
         if n == 0 {
             return Ok(());
         }
-        self.run_kernel(
+        self.launch(
             "elementwise",
             kernel,
             self.stride_cfg(n.div_ceil(per_vec)),
@@ -664,7 +553,7 @@ impl Backend for CudaBackend {
         if n == 0 {
             return Ok(());
         }
-        self.run_kernel(
+        self.launch(
             "elementwise",
             kernel,
             self.stride_cfg(n.div_ceil(4)),
@@ -805,7 +694,7 @@ impl Backend for CudaBackend {
         if n == 0 {
             return Ok(());
         }
-        self.run_kernel(
+        self.launch(
             "elementwise",
             "axpby_f32",
             self.stride_cfg(n.div_ceil(4)),
@@ -826,7 +715,7 @@ impl Backend for CudaBackend {
         if n == 0 {
             return Ok(());
         }
-        self.run_kernel(
+        self.launch(
             "elementwise",
             "scale_f32",
             self.stride_cfg(n.div_ceil(4)),
@@ -845,7 +734,7 @@ impl Backend for CudaBackend {
         if n == 0 {
             return Ok(());
         }
-        self.run_kernel(
+        self.launch(
             "elementwise",
             "mul_f32",
             self.stride_cfg(n.div_ceil(4)),
@@ -869,7 +758,7 @@ impl Backend for CudaBackend {
         if n == 0 {
             return Ok(());
         }
-        self.run_kernel(
+        self.launch(
             "elementwise",
             "mul_mask_f32",
             self.stride_cfg(n.div_ceil(4)),
@@ -903,7 +792,7 @@ impl Backend for CudaBackend {
         } else {
             ("add_row_bias_f32", cols)
         };
-        self.run_kernel(
+        self.launch(
             "elementwise",
             kernel,
             Self::rows_2d_cfg(units, rows),
@@ -944,7 +833,7 @@ impl Backend for CudaBackend {
         } else {
             ("col_sum_partials_f32", cols)
         };
-        self.run_kernel(
+        self.launch(
             "reduce",
             kernel,
             self.col_cfg(op, units, chunks)?,
@@ -956,7 +845,7 @@ impl Backend for CudaBackend {
                 KArg::U64(rpc as u64),
             ],
         )?;
-        self.run_kernel(
+        self.launch(
             "reduce",
             "col_sum_finalize_f32",
             self.stride_cfg(cols),
@@ -1022,7 +911,7 @@ impl Backend for CudaBackend {
             return self.copy(x, y);
         }
         let scale = 1.0 / (1.0 - p);
-        self.run_kernel(
+        self.launch(
             "elementwise",
             "dropout_f32",
             self.stride_cfg(n.div_ceil(4)),
@@ -1082,7 +971,7 @@ impl Backend for CudaBackend {
         if cols % 4 == 0 && cols <= 1024 {
             let mut args = ptrs.to_vec();
             args.extend([KArg::U32(cols as u32), KArg::F32(eps)]);
-            self.run_kernel(
+            self.launch(
                 "layernorm",
                 "layer_norm_fwd_f32x4",
                 self.rows_cfg(rows),
@@ -1091,7 +980,7 @@ impl Backend for CudaBackend {
         } else {
             let mut args = ptrs.to_vec();
             args.extend([KArg::U64(cols as u64), KArg::F32(eps)]);
-            self.run_kernel(
+            self.launch(
                 "layernorm",
                 "layer_norm_fwd_f32",
                 self.rows_cfg(rows),
@@ -1150,7 +1039,7 @@ impl Backend for CudaBackend {
         if cols % 4 == 0 && cols <= 1024 {
             let mut args = ptrs.to_vec();
             args.push(KArg::U32(cols as u32));
-            self.run_kernel(
+            self.launch(
                 "layernorm",
                 "layer_norm_bwd_dx_f32x4",
                 self.rows_cfg(rows),
@@ -1159,7 +1048,7 @@ impl Backend for CudaBackend {
         } else {
             let mut args = ptrs.to_vec();
             args.push(KArg::U64(cols as u64));
-            self.run_kernel(
+            self.launch(
                 "layernorm",
                 "layer_norm_bwd_dx_f32",
                 self.rows_cfg(rows),
@@ -1176,7 +1065,7 @@ impl Backend for CudaBackend {
         } else {
             ("ln_param_partials_f32", cols)
         };
-        self.run_kernel(
+        self.launch(
             "layernorm",
             kernel,
             self.col_cfg(op, units, chunks)?,
@@ -1192,7 +1081,7 @@ impl Backend for CudaBackend {
                 KArg::U64(rpc as u64),
             ],
         )?;
-        self.run_kernel(
+        self.launch(
             "layernorm",
             "ln_param_finalize_f32",
             self.stride_cfg(cols),
@@ -1255,7 +1144,7 @@ impl Backend for CudaBackend {
         if s > u32::MAX as usize || heads > u32::MAX as usize {
             return Err(too_large(op, "S or heads", s.max(heads), u32::MAX as usize));
         }
-        self.run_kernel(
+        self.launch(
             "attention",
             softmax_variant(s, true),
             self.rows_cfg(rows),
@@ -1283,7 +1172,7 @@ impl Backend for CudaBackend {
             return Err(too_large(op, "row length", s, u32::MAX as usize));
         }
         let rows = probs.numel() / s;
-        self.run_kernel(
+        self.launch(
             "attention",
             softmax_variant(s, false),
             self.rows_cfg(rows),
@@ -1324,7 +1213,7 @@ impl Backend for CudaBackend {
         } else {
             ("gather_rows_f32", cols)
         };
-        self.run_kernel(
+        self.launch(
             "embedding",
             kernel,
             Self::rows_2d_cfg(units, n),
@@ -1376,13 +1265,13 @@ impl Backend for CudaBackend {
             block_dim: (128, 1, 1),
             shared_mem_bytes: 0,
         };
-        self.run_kernel(
+        self.launch(
             "embedding",
             "scatter_rank_count",
             rank_cfg,
             &[KArg::Ptr(pi), KArg::U32(n as u32), KArg::Ptr(prank)],
         )?;
-        self.run_kernel(
+        self.launch(
             "embedding",
             "scatter_rank_place",
             self.stride_cfg(n),
@@ -1403,7 +1292,7 @@ impl Backend for CudaBackend {
             block_dim: (BLOCK, 1, 1),
             shared_mem_bytes: 0,
         };
-        self.run_kernel(
+        self.launch(
             "embedding",
             "scatter_pieces_f32",
             piece_cfg,
@@ -1419,7 +1308,7 @@ impl Backend for CudaBackend {
                 KArg::U32(piece as u32),
             ],
         )?;
-        self.run_kernel(
+        self.launch(
             "embedding",
             "scatter_combine_f32",
             piece_cfg,
@@ -1479,7 +1368,7 @@ impl Backend for CudaBackend {
         };
         let units = spec.cols / q;
         let cfg = Self::rows_2d_cfg(units, spec.rows);
-        self.run_kernel(
+        self.launch(
             "elementwise",
             kernel,
             cfg,
@@ -1515,7 +1404,7 @@ impl Backend for CudaBackend {
             block_dim: (BLOCK, 1, 1),
             shared_mem_bytes: 0,
         };
-        self.run_kernel(
+        self.launch(
             "reduce",
             "sum_squares_f64",
             cfg,
@@ -1554,7 +1443,7 @@ impl Backend for CudaBackend {
         let step_size = hp.lr / bc1;
         let bc2_sqrt = bc2.sqrt();
         let decay = 1.0 - hp.lr * hp.weight_decay;
-        self.run_kernel(
+        self.launch(
             "optim",
             "adamw_f32",
             self.stride_cfg(n.div_ceil(4)),
@@ -1687,93 +1576,6 @@ impl Backend for CudaBackend {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// Parameter kinds of every `KERNEL void name(...)` in a source file.
-    fn parse_kernels(src: &str) -> Vec<(String, Vec<Ak>)> {
-        let mut out = Vec::new();
-        let mut rest = src;
-        while let Some(i) = rest.find("KERNEL void ") {
-            let after = &rest[i + "KERNEL void ".len()..];
-            let open = after.find('(').expect("kernel parameter list");
-            let close = after.find(')').expect("kernel parameter list end");
-            let name = after[..open].trim().to_string();
-            let params = after[open + 1..close]
-                .split(',')
-                .map(|p| p.trim())
-                .filter(|p| !p.is_empty())
-                .map(|p| {
-                    let ty = p.split_whitespace().next().unwrap_or("");
-                    if p.contains('*') {
-                        Ak::P
-                    } else {
-                        match ty {
-                            "u64" => Ak::U64,
-                            "u32" => Ak::U32,
-                            "float" => Ak::F32,
-                            other => {
-                                panic!("kernel {name}: unexpected parameter type {other} in '{p}'")
-                            }
-                        }
-                    }
-                })
-                .collect();
-            out.push((name, params));
-            rest = &after[close..];
-        }
-        out
-    }
-
-    #[test]
-    fn signatures_match_the_kernel_sources() {
-        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("kernels");
-        let modules = [
-            "elementwise",
-            "reduce",
-            "layernorm",
-            "attention",
-            "embedding",
-            "optim",
-        ];
-        let mut seen = 0;
-        for module in modules {
-            let src =
-                std::fs::read_to_string(dir.join(format!("{module}.cu"))).expect("kernel source");
-            for (name, params) in parse_kernels(&src) {
-                let entry = SIGNATURES
-                    .iter()
-                    .find(|(m, n, _)| *m == module && *n == name);
-                let (_, _, want) =
-                    entry.unwrap_or_else(|| panic!("{module}::{name} is not in SIGNATURES"));
-                assert_eq!(want.to_vec(), params, "{module}::{name}");
-                seen += 1;
-            }
-        }
-        assert_eq!(
-            seen,
-            SIGNATURES.len(),
-            "SIGNATURES names kernels that the sources do not define"
-        );
-    }
-
-    #[test]
-    fn mismatched_arguments_are_reported() {
-        assert!(signature_mismatch(
-            "elementwise",
-            "scale_f32",
-            &[KArg::Ptr(0), KArg::U64(1), KArg::F32(2.0)]
-        )
-        .is_none());
-        assert!(signature_mismatch(
-            "elementwise",
-            "scale_f32",
-            &[KArg::Ptr(0), KArg::U32(1), KArg::F32(2.0)]
-        )
-        .is_some());
-        assert!(
-            signature_mismatch("elementwise", "scale_f32", &[KArg::Ptr(0), KArg::U64(1)]).is_some()
-        );
-        assert!(signature_mismatch("elementwise", "no_such_kernel", &[]).is_some());
-    }
 
     #[test]
     fn column_chunks_cover_the_rows() {
