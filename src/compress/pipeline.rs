@@ -675,9 +675,10 @@ pub fn factorize_dense(
                 .zip(&shapes)
                 .map(|(h, &(o, i))| (&h[..], o, i))
                 .collect();
-            let sv = match recipe.svd.allocation {
-                crate::compress::rank::RankAllocation::Energy => singular_values_many(&mats)?,
-                crate::compress::rank::RankAllocation::Uniform => vec![Vec::new(); shapes.len()],
+            let sv = if recipe.svd.allocation.needs_spectra() {
+                singular_values_many(&mats)?
+            } else {
+                vec![Vec::new(); shapes.len()]
             };
             allocate(recipe.svd.allocation, &sv, &shapes, budget)?
         }

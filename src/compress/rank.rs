@@ -110,6 +110,18 @@ pub enum RankAllocation {
     /// The same parameter ratio ρ for every matrix: `r = ⌈ρ·out·in/(out+in)⌉`
     /// (docs/algorithms.md §3), trimmed if the rounding overshoots the budget.
     Uniform,
+    /// The energy rule on each matrix's spectrum divided by its own total
+    /// energy (`σ²_{r+1} / (‖W‖²_F·(out+in))`): scale-free, so a matrix with
+    /// small weights (MiniLM's value and attention-output matrices) is not
+    /// starved to rank 6–10 by `energy`.
+    Relative,
+}
+
+impl RankAllocation {
+    /// Whether the allocation reads the singular values.
+    pub fn needs_spectra(self) -> bool {
+        self != RankAllocation::Uniform
+    }
 }
 
 /// The LoSparse / uniform rank of an `out × in` matrix at parameter ratio ρ.
@@ -166,8 +178,22 @@ pub fn allocate(
             floor as f64 / dense.max(1) as f64
         )));
     }
+    let relative: Vec<Vec<f64>>;
+    let svals = if kind == RankAllocation::Relative {
+        relative = svals
+            .iter()
+            .map(|sv| {
+                let total: f64 = sv.iter().map(|s| s * s).sum();
+                let scale = if total > 0.0 { total.sqrt() } else { 1.0 };
+                sv.iter().map(|s| s / scale).collect()
+            })
+            .collect();
+        &relative[..]
+    } else {
+        svals
+    };
     match kind {
-        RankAllocation::Energy => {
+        RankAllocation::Energy | RankAllocation::Relative => {
             let mut ranks = vec![1usize; shapes.len()];
             let mut heap: BinaryHeap<Candidate> = (0..shapes.len())
                 .filter(|&i| svals[i].len() > 1 && shapes[i].0.min(shapes[i].1) > 1)
@@ -244,6 +270,35 @@ mod tests {
         )
         .unwrap();
         assert_eq!(r, vec![1, 1]);
+    }
+
+    #[test]
+    fn relative_allocation_ignores_each_matrix_scale() {
+        // Matrix 1 is matrix 0 scaled by 1/100: energy gives every spare
+        // rank to matrix 0, relative splits them evenly.
+        let a = vec![4.0, 3.0, 2.0, 1.0];
+        let b: Vec<f64> = a.iter().map(|s| s / 100.0).collect();
+        let shapes = vec![(4, 4), (4, 4)];
+        // Each rank costs 8; the floor is 16; 32 leaves two more ranks.
+        let svals = vec![a.clone(), b.clone()];
+        assert_eq!(
+            allocate(RankAllocation::Energy, &svals, &shapes, 32).unwrap(),
+            vec![3, 1]
+        );
+        assert_eq!(
+            allocate(RankAllocation::Relative, &svals, &shapes, 32).unwrap(),
+            vec![2, 2]
+        );
+        // Scaling every matrix by one factor changes nothing.
+        let scaled: Vec<Vec<f64>> = svals
+            .iter()
+            .map(|v| v.iter().map(|s| s * 7.0).collect())
+            .collect();
+        assert_eq!(
+            allocate(RankAllocation::Relative, &scaled, &shapes, 32).unwrap(),
+            vec![2, 2]
+        );
+        assert!(RankAllocation::Relative.needs_spectra() && !RankAllocation::Uniform.needs_spectra());
     }
 
     #[test]
