@@ -8,7 +8,8 @@ use std::path::{Path, PathBuf};
 /// Lowest first; modules on one line are the same layer and must not use
 /// each other.
 const LAYERS: &[&[&str]] = &[
-    &["error", "out", "fault"],
+    &["error"],
+    &["out", "fault"],
     &["kernels"],
     &["device"],
     &["backend"],
@@ -20,13 +21,25 @@ const LAYERS: &[&[&str]] = &[
     &["cli"],
 ];
 
-/// The crate-root macros and the module that defines each.
-const MACROS: &[(&str, &str)] = &[
+/// What the crate root exports (macros, and `pub use` in src/lib.rs) and
+/// the module that defines each.
+const ROOT_ITEMS: &[(&str, &str)] = &[
     ("bail", "error"),
     ("ensure", "error"),
     ("outln", "out"),
     ("out", "out"),
+    ("Error", "error"),
+    ("Result", "error"),
 ];
+
+/// The module a name after `crate::` stands for.
+fn module_of(name: &str) -> String {
+    ROOT_ITEMS
+        .iter()
+        .find(|(n, _)| *n == name)
+        .map(|(_, m)| m.to_string())
+        .unwrap_or_else(|| name.to_string())
+}
 
 fn layer(m: &str) -> Option<usize> {
     LAYERS.iter().position(|l| l.contains(&m))
@@ -84,19 +97,27 @@ fn uses(src: &Path) -> Vec<(String, usize, String, String)> {
             let mut rest = code.as_str();
             while let Some(at) = rest.find("crate::") {
                 let after = &rest[at + 7..];
-                let name: String = after
-                    .chars()
-                    .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
-                    .collect();
-                let module = MACROS
-                    .iter()
-                    .find(|(m, _)| *m == name && after[name.len()..].starts_with('!'))
-                    .map(|(_, d)| d.to_string())
-                    .unwrap_or(name);
-                if module != top {
-                    found.push((rel.clone(), n + 1, top.clone(), module));
+                // `crate::{a, b::c}`: every first segment inside the braces.
+                let names: Vec<String> = if let Some(group) = after.strip_prefix('{') {
+                    let group = &group[..group.find('}').unwrap_or(group.len())];
+                    group
+                        .split(',')
+                        .map(|p| p.trim().split("::").next().unwrap_or("").to_string())
+                        .filter(|n| !n.is_empty())
+                        .collect()
+                } else {
+                    vec![after
+                        .chars()
+                        .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                        .collect()]
+                };
+                for name in names {
+                    let module = module_of(&name);
+                    if module != top {
+                        found.push((rel.clone(), n + 1, top.clone(), module));
+                    }
                 }
-                rest = &rest[at + 7..];
+                rest = after;
             }
         }
     }
@@ -145,11 +166,12 @@ fn the_layer_scan_sees_paths_and_macros_but_not_comments_or_strings() {
         s.join("data/x.rs"),
         "use crate::train::metrics::Metric; // crate::cli in a comment\n\
          // crate::compress only in a comment\n\
-         fn f() -> crate::error::Result<()> { crate::bail!(\"crate::model in a string\") }\n",
+         use crate::{bail, model::Bert};\n\
+         fn f() -> crate::Result<()> { crate::bail!(\"crate::device in a string\") }\n",
     )
     .unwrap();
     let got: Vec<(String, String)> = uses(s).into_iter().map(|(_, _, f, t)| (f, t)).collect();
-    let want: Vec<(String, String)> = [("data", "train"), ("data", "error"), ("data", "error")]
+    let want: Vec<(String, String)> = [("data", "train"), ("data", "error"), ("data", "model"), ("data", "error"), ("data", "error")]
         .iter()
         .map(|(a, b)| (a.to_string(), b.to_string()))
         .collect();
