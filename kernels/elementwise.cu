@@ -212,6 +212,30 @@ KERNEL void mul_mask_f32(const float* __restrict__ x, const u8* __restrict__ mas
     for (u64 i = (n4 << 2) + start; i < n; i += stride) out[i] = mask[i] ? x[i] : 0.0f;
 }
 
+// out += mask != 0 ? x : 0 (a select; mask null: out += x). LoSparse's
+// dS += M⊙dW (backend/lowrank_sparse.rs).
+KERNEL void masked_add_f32(const float* __restrict__ x, const u8* __restrict__ mask, float* __restrict__ out,
+                           u64 n) {
+    const u64 n4 = n >> 2;
+    const u64 start = global_thread();
+    const u64 stride = global_stride();
+    const float4* x4 = reinterpret_cast<const float4*>(x);
+    const uchar4* m4 = reinterpret_cast<const uchar4*>(mask);
+    float4* o4 = reinterpret_cast<float4*>(out);
+    for (u64 i = start; i < n4; i += stride) {
+        const float4 v = x4[i];
+        const uchar4 m = mask ? m4[i] : make_uchar4(1, 1, 1, 1);
+        float4 o = o4[i];
+        if (m.x) o.x = __fadd_rn(o.x, v.x);
+        if (m.y) o.y = __fadd_rn(o.y, v.y);
+        if (m.z) o.z = __fadd_rn(o.z, v.z);
+        if (m.w) o.w = __fadd_rn(o.w, v.w);
+        o4[i] = o;
+    }
+    for (u64 i = (n4 << 2) + start; i < n; i += stride)
+        if (!mask || mask[i]) out[i] = __fadd_rn(out[i], x[i]);
+}
+
 // y[r·cols + c] += bias[c] for r < rows, c < cols. 2-D launch: x over
 // columns (each thread keeps its bias value), y over rows, both grid-stride.
 template <class T>

@@ -15,6 +15,7 @@
 
 pub mod cpu;
 pub mod cuda;
+pub mod lowrank_sparse;
 pub mod philox;
 pub mod select;
 
@@ -783,6 +784,9 @@ pub trait Backend: Send + Sync {
     fn mul(&self, a: &Tensor, b: &Tensor, out: &mut Tensor) -> Result<()>;
     /// `out = x ⊙ mask` (mask U8, 0 or 1).
     fn mul_mask(&self, x: &Tensor, mask: &Tensor, out: &mut Tensor) -> Result<()>;
+    /// `out += mask ⊙ x` (a select: entries where the U8 mask is 0 keep
+    /// `out`); no mask: `out += x`.
+    fn masked_add(&self, x: &Tensor, mask: Option<&Tensor>, out: &mut Tensor) -> Result<()>;
     /// `y[r, c] += bias[c]` for `y` viewed as `rows × bias.numel()`.
     fn add_row_bias(&self, y: &mut Tensor, bias: &Tensor) -> Result<()>;
     /// `out[c] (+)= Σ_r x[r, c]` for `x` viewed as `rows × out.numel()`.
@@ -982,7 +986,8 @@ pub trait Backend: Send + Sync {
     ) -> Result<Vec<WeightedSvdResult>>;
     /// Fused low-rank + sparse forward: `w_eff = U·V + M⊙S` (`S`, `M`
     /// optional; no `M` means all ones), then `y = x·w_effᵀ + b`.
-    /// `w_eff` (`out × in`) is kept for the backward. Computed as one
+    /// `w_eff` (`out × in`) is kept for the backward. Written once for every
+    /// device from the primitives (`lowrank_sparse.rs`), as one
     /// elementwise pass `w_eff = M⊙S`, one GEMM `w_eff += U·V` (beta 1) and
     /// the dense GEMM `x·w_effᵀ` plus the bias, every GEMM at `precision`.
     #[allow(clippy::too_many_arguments)]
@@ -997,7 +1002,9 @@ pub trait Backend: Send + Sync {
         w_eff: &mut Tensor,
         y: &mut Tensor,
         precision: Precision,
-    ) -> Result<()>;
+    ) -> Result<()> {
+        lowrank_sparse::forward(self, x, u, v, s, mask, bias, w_eff, y, precision)
+    }
     /// Its backward: `dx = dy·w_eff` (overwritten, when asked), and accumulated
     /// `dU += dW·Vᵀ`, `dV += Uᵀ·dW`, `dS += M⊙dW`, `db += Σ_rows dy` where
     /// `dW = dyᵀ·x`. `dw_scratch` (`out × in`) holds `dW`.
@@ -1017,7 +1024,11 @@ pub trait Backend: Send + Sync {
         db: Option<&mut Tensor>,
         dw_scratch: &mut Tensor,
         precision: Precision,
-    ) -> Result<()>;
+    ) -> Result<()> {
+        lowrank_sparse::backward(
+            self, x, u, v, mask, w_eff, dy, dx, du, dv, ds, db, dw_scratch, precision,
+        )
+    }
 }
 
 pub type BackendRef = Arc<dyn Backend>;

@@ -79,10 +79,7 @@ mod tests {
             find("weighted_svd", "svd_blend4"),
             Some(vec![P::Ptr, P::Ptr, P::Ptr, P::U64, P::F32, P::I32, P::Ptr])
         );
-        assert_eq!(
-            find("lowrank_sparse", "lrs_add_bias"),
-            Some(vec![P::Ptr, P::Ptr, P::U32, P::U32])
-        );
+        assert_eq!(find("elementwise", "fill_u32"), Some(vec![P::Ptr, P::U64, P::U32]));
         let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("kernels");
         for e in std::fs::read_dir(dir).unwrap() {
             let p = e.unwrap().path();

@@ -514,6 +514,29 @@ fn gpu_axpby_scale_mul_mask() {
     .unwrap();
     assert_bits("mul_mask", &host(&*g, &og), &host(&c, &oc));
 
+    // out += mask ⊙ x, and out += x without a mask; bit for bit, odd length.
+    for with_mask in [true, false] {
+        let base = rand_vec(4, n, 1.0);
+        let mut og = put(&*g, &base, &[n]);
+        let mut oc = put(&c, &base, &[n]);
+        let (mg, mc) = (g.from_u8(&mask, &[n]).unwrap(), c.from_u8(&mask, &[n]).unwrap());
+        g.masked_add(&put(&*g, &x, &[n]), with_mask.then_some(&mg), &mut og)
+            .unwrap();
+        c.masked_add(&put(&c, &x, &[n]), with_mask.then_some(&mc), &mut oc)
+            .unwrap();
+        let want: Vec<f32> = (0..n)
+            .map(|i| {
+                if !with_mask || mask[i] != 0 {
+                    base[i] + x[i]
+                } else {
+                    base[i]
+                }
+            })
+            .collect();
+        assert_bits("masked_add (cpu)", &host(&c, &oc), &want);
+        assert_bits("masked_add", &host(&*g, &og), &host(&c, &oc));
+    }
+
     // Errors: length mismatch, host tensor, wrong dtype.
     let mut short = g.zeros(&[n - 1], DType::F32).unwrap();
     assert!(matches!(

@@ -424,6 +424,25 @@ impl Backend for CpuBackend {
         Ok(())
     }
 
+    fn masked_add(&self, x: &Tensor, mask: Option<&Tensor>, out: &mut Tensor) -> Result<()> {
+        let op = "masked_add";
+        let xs = f32s(op, "x", x)?;
+        let ms = mask.map(|m| u8s(op, "mask", m)).transpose()?;
+        let os = f32s_mut(op, "out", out)?;
+        check_len(op, "out", os.len(), xs.len())?;
+        if let Some(m) = ms {
+            check_len(op, "mask", m.len(), xs.len())?;
+        }
+        par_chunks(os, |s, os| {
+            for (i, o) in os.iter_mut().enumerate() {
+                if ms.is_none_or(|m| m[s + i] != 0) {
+                    *o += xs[s + i];
+                }
+            }
+        });
+        Ok(())
+    }
+
     fn add_row_bias(&self, y: &mut Tensor, bias: &Tensor) -> Result<()> {
         let bs = f32s("add_row_bias", "bias", bias)?;
         let ys = f32s_mut("add_row_bias", "y", y)?;
@@ -946,41 +965,6 @@ impl Backend for CpuBackend {
         svd::weighted_svd(problems, opts)
     }
 
-    fn lowrank_sparse_forward(
-        &self,
-        x: &Tensor,
-        u: &Tensor,
-        v: &Tensor,
-        s: Option<&Tensor>,
-        mask: Option<&Tensor>,
-        bias: Option<&Tensor>,
-        w_eff: &mut Tensor,
-        y: &mut Tensor,
-        precision: Precision,
-    ) -> Result<()> {
-        compress::lowrank_sparse_forward(self, x, u, v, s, mask, bias, w_eff, y, precision)
-    }
-
-    fn lowrank_sparse_backward(
-        &self,
-        x: &Tensor,
-        u: &Tensor,
-        v: &Tensor,
-        mask: Option<&Tensor>,
-        w_eff: &Tensor,
-        dy: &Tensor,
-        dx: Option<&mut Tensor>,
-        du: &mut Tensor,
-        dv: &mut Tensor,
-        ds: Option<&mut Tensor>,
-        db: Option<&mut Tensor>,
-        dw_scratch: &mut Tensor,
-        precision: Precision,
-    ) -> Result<()> {
-        compress::lowrank_sparse_backward(
-            self, x, u, v, mask, w_eff, dy, dx, du, dv, ds, db, dw_scratch, precision,
-        )
-    }
 }
 
 /// One element of AdamW exactly as `torch.optim.AdamW` (non-fused, single tensor) orders it.

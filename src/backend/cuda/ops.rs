@@ -771,6 +771,35 @@ impl Backend for CudaBackend {
         )
     }
 
+    fn masked_add(&self, x: &Tensor, mask: Option<&Tensor>, out: &mut Tensor) -> Result<()> {
+        let op = "masked_add";
+        let px = self.ptr(op, "x", x, DType::F32)?;
+        let pm = match mask {
+            Some(m) => self.ptr(op, "mask", m, DType::U8)?,
+            None => 0,
+        };
+        let po = self.ptr_mut(op, "out", out, DType::F32)?;
+        let n = x.numel();
+        if let Some(m) = mask {
+            check_len(op, "mask", m.numel(), n)?;
+        }
+        check_len(op, "out", out.numel(), n)?;
+        if n == 0 {
+            return Ok(());
+        }
+        self.launch(
+            "elementwise",
+            "masked_add_f32",
+            self.stride_cfg(n.div_ceil(4)),
+            &[
+                KArg::Ptr(px),
+                KArg::Ptr(pm),
+                KArg::Ptr(po),
+                KArg::U64(n as u64),
+            ],
+        )
+    }
+
     fn add_row_bias(&self, y: &mut Tensor, bias: &Tensor) -> Result<()> {
         let op = "add_row_bias";
         let pb = self.ptr(op, "bias", bias, DType::F32)?;
@@ -1536,40 +1565,6 @@ impl Backend for CudaBackend {
         opts: &WeightedSvdOptions,
     ) -> Result<Vec<WeightedSvdResult>> {
         compress::weighted_svd(self, problems, opts)
-    }
-    fn lowrank_sparse_forward(
-        &self,
-        x: &Tensor,
-        u: &Tensor,
-        v: &Tensor,
-        s: Option<&Tensor>,
-        mask: Option<&Tensor>,
-        bias: Option<&Tensor>,
-        w_eff: &mut Tensor,
-        y: &mut Tensor,
-        precision: Precision,
-    ) -> Result<()> {
-        compress::lowrank_sparse_forward(self, x, u, v, s, mask, bias, w_eff, y, precision)
-    }
-    fn lowrank_sparse_backward(
-        &self,
-        x: &Tensor,
-        u: &Tensor,
-        v: &Tensor,
-        mask: Option<&Tensor>,
-        w_eff: &Tensor,
-        dy: &Tensor,
-        dx: Option<&mut Tensor>,
-        du: &mut Tensor,
-        dv: &mut Tensor,
-        ds: Option<&mut Tensor>,
-        db: Option<&mut Tensor>,
-        dw_scratch: &mut Tensor,
-        precision: Precision,
-    ) -> Result<()> {
-        compress::lowrank_sparse_backward(
-            self, x, u, v, mask, w_eff, dy, dx, du, dv, ds, db, dw_scratch, precision,
-        )
     }
 }
 

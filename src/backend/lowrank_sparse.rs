@@ -1,0 +1,154 @@
+//! The fused low-rank + sparse layer (`y = x·(U·V + M⊙S)ᵀ + b`, LoSparse;
+//! docs/algorithms.md §6.4), written once for every device from the
+//! backend's primitives: a select into `w_eff`, the cuBLAS / CPU GEMMs, the
+//! bias and column-sum primitives and `masked_add`. The CPU reference and
+//! the CUDA path are therefore the same composition; only the primitives
+//! differ (and are tested against each other one by one).
+
+use super::{Backend, DType, Gemm, LowrankDims, Precision, Tensor};
+use crate::error::{Error, Result};
+
+fn check_numel(op: &str, name: &str, t: &Tensor, want: usize) -> Result<()> {
+    super::cpu::check_len(op, name, t.numel(), want)
+}
+
+/// See [`Backend::lowrank_sparse_forward`].
+#[allow(clippy::too_many_arguments)]
+pub fn forward<B: Backend + ?Sized>(
+    be: &B,
+    x: &Tensor,
+    u: &Tensor,
+    v: &Tensor,
+    s: Option<&Tensor>,
+    mask: Option<&Tensor>,
+    bias: Option<&Tensor>,
+    w_eff: &mut Tensor,
+    y: &mut Tensor,
+    precision: Precision,
+) -> Result<()> {
+    let op = "lowrank_sparse_forward";
+    let d = LowrankDims::check(
+        op,
+        x,
+        u,
+        v,
+        &[
+            ("s", s, DType::F32),
+            ("mask", mask, DType::U8),
+            ("w_eff", Some(&*w_eff), DType::F32),
+        ],
+        bias,
+    )?;
+    if mask.is_some() && s.is_none() {
+        return Err(Error::shape(op, "a mask was given without a sparse part s"));
+    }
+    check_numel(op, "y", y, d.n * d.out)?;
+    match (s, mask) {
+        (Some(s), Some(m)) => be.mul_mask(s, m, w_eff)?,
+        (Some(s), None) => be.copy(s, w_eff)?,
+        (None, _) => {}
+    }
+    if d.rank > 0 {
+        let g = Gemm::nn(d.out, d.inp, d.rank)
+            .beta(if s.is_some() { 1.0 } else { 0.0 })
+            .precision(precision);
+        be.gemm(&g, u, v, w_eff)?;
+    } else if s.is_none() {
+        // Rank 0 and no sparse part: the weight is zero (no k = 0 GEMM).
+        be.fill(w_eff, 0.0)?;
+    }
+    be.gemm(
+        &Gemm::nt(d.n, d.out, d.inp).precision(precision),
+        x,
+        w_eff,
+        y,
+    )?;
+    if let Some(b) = bias {
+        if d.n > 0 && d.out > 0 {
+            be.add_row_bias(y, b)?;
+        }
+    }
+    Ok(())
+}
+
+/// See [`Backend::lowrank_sparse_backward`].
+#[allow(clippy::too_many_arguments)]
+pub fn backward<B: Backend + ?Sized>(
+    be: &B,
+    x: &Tensor,
+    u: &Tensor,
+    v: &Tensor,
+    mask: Option<&Tensor>,
+    w_eff: &Tensor,
+    dy: &Tensor,
+    dx: Option<&mut Tensor>,
+    du: &mut Tensor,
+    dv: &mut Tensor,
+    ds: Option<&mut Tensor>,
+    db: Option<&mut Tensor>,
+    dw_scratch: &mut Tensor,
+    precision: Precision,
+) -> Result<()> {
+    let op = "lowrank_sparse_backward";
+    let d = LowrankDims::check(
+        op,
+        x,
+        u,
+        v,
+        &[
+            ("mask", mask, DType::U8),
+            ("w_eff", Some(w_eff), DType::F32),
+            ("dw_scratch", Some(&*dw_scratch), DType::F32),
+            ("ds", ds.as_deref(), DType::F32),
+        ],
+        db.as_deref(),
+    )?;
+    check_numel(op, "dy", dy, d.n * d.out)?;
+    check_numel(op, "du", du, d.out * d.rank)?;
+    check_numel(op, "dv", dv, d.rank * d.inp)?;
+    if let Some(dx) = &dx {
+        check_numel(op, "dx", dx, d.n * d.inp)?;
+    }
+    // dW = dyᵀ·x
+    be.gemm(
+        &Gemm::tn(d.out, d.inp, d.n).precision(precision),
+        dy,
+        x,
+        dw_scratch,
+    )?;
+    if let Some(dx) = dx {
+        be.gemm(
+            &Gemm::nn(d.n, d.inp, d.out).precision(precision),
+            dy,
+            w_eff,
+            dx,
+        )?;
+    }
+    if d.rank > 0 {
+        be.gemm(
+            &Gemm::nt(d.out, d.rank, d.inp)
+                .beta(1.0)
+                .precision(precision),
+            dw_scratch,
+            v,
+            du,
+        )?;
+        be.gemm(
+            &Gemm::tn(d.rank, d.inp, d.out)
+                .beta(1.0)
+                .precision(precision),
+            u,
+            dw_scratch,
+            dv,
+        )?;
+    }
+    if let Some(ds) = ds {
+        be.masked_add(dw_scratch, mask, ds)?;
+    }
+    if let Some(db) = db {
+        if d.n > 0 && d.out > 0 {
+            be.col_sum(dy, db, true)?;
+        }
+    }
+    Ok(())
+}
