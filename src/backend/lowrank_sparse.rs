@@ -12,7 +12,11 @@ fn check_numel(op: &str, name: &str, t: &Tensor, want: usize) -> Result<()> {
     super::cpu::check_len(op, name, t.numel(), want)
 }
 
-/// See [`Backend::lowrank_sparse_forward`].
+/// Fused low-rank + sparse forward: `w_eff = U·V + M⊙S` (`S`, `M` optional;
+/// no `M` means all ones), then `y = x·w_effᵀ + b`. `w_eff` (`out × in`) is
+/// kept for the backward. One select `w_eff = M⊙S`, one GEMM
+/// `w_eff += U·V` (beta 1), the dense GEMM `x·w_effᵀ` and the bias, every
+/// GEMM at `precision`.
 #[allow(clippy::too_many_arguments)]
 pub fn forward<B: Backend + ?Sized>(
     be: &B,
@@ -71,7 +75,9 @@ pub fn forward<B: Backend + ?Sized>(
     Ok(())
 }
 
-/// See [`Backend::lowrank_sparse_backward`].
+/// Its backward: `dx = dy·w_eff` (overwritten, when asked), and accumulated
+/// `dU += dW·Vᵀ`, `dV += Uᵀ·dW`, `dS += M⊙dW`, `db += Σ_rows dy` where
+/// `dW = dyᵀ·x`. `dw_scratch` (`out × in`) holds `dW`.
 #[allow(clippy::too_many_arguments)]
 pub fn backward<B: Backend + ?Sized>(
     be: &B,

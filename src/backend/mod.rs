@@ -984,51 +984,6 @@ pub trait Backend: Send + Sync {
         problems: &[WeightedSvdProblem<'_>],
         opts: &WeightedSvdOptions,
     ) -> Result<Vec<WeightedSvdResult>>;
-    /// Fused low-rank + sparse forward: `w_eff = U·V + M⊙S` (`S`, `M`
-    /// optional; no `M` means all ones), then `y = x·w_effᵀ + b`.
-    /// `w_eff` (`out × in`) is kept for the backward. Written once for every
-    /// device from the primitives (`lowrank_sparse.rs`), as one
-    /// elementwise pass `w_eff = M⊙S`, one GEMM `w_eff += U·V` (beta 1) and
-    /// the dense GEMM `x·w_effᵀ` plus the bias, every GEMM at `precision`.
-    #[allow(clippy::too_many_arguments)]
-    fn lowrank_sparse_forward(
-        &self,
-        x: &Tensor,
-        u: &Tensor,
-        v: &Tensor,
-        s: Option<&Tensor>,
-        mask: Option<&Tensor>,
-        bias: Option<&Tensor>,
-        w_eff: &mut Tensor,
-        y: &mut Tensor,
-        precision: Precision,
-    ) -> Result<()> {
-        lowrank_sparse::forward(self, x, u, v, s, mask, bias, w_eff, y, precision)
-    }
-    /// Its backward: `dx = dy·w_eff` (overwritten, when asked), and accumulated
-    /// `dU += dW·Vᵀ`, `dV += Uᵀ·dW`, `dS += M⊙dW`, `db += Σ_rows dy` where
-    /// `dW = dyᵀ·x`. `dw_scratch` (`out × in`) holds `dW`.
-    #[allow(clippy::too_many_arguments)]
-    fn lowrank_sparse_backward(
-        &self,
-        x: &Tensor,
-        u: &Tensor,
-        v: &Tensor,
-        mask: Option<&Tensor>,
-        w_eff: &Tensor,
-        dy: &Tensor,
-        dx: Option<&mut Tensor>,
-        du: &mut Tensor,
-        dv: &mut Tensor,
-        ds: Option<&mut Tensor>,
-        db: Option<&mut Tensor>,
-        dw_scratch: &mut Tensor,
-        precision: Precision,
-    ) -> Result<()> {
-        lowrank_sparse::backward(
-            self, x, u, v, mask, w_eff, dy, dx, du, dv, ds, db, dw_scratch, precision,
-        )
-    }
 }
 
 pub type BackendRef = Arc<dyn Backend>;
@@ -1155,7 +1110,7 @@ pub fn check_topk_scores(op: &str, scores: &[&Tensor], k: usize) -> Result<usize
     Ok(total)
 }
 
-/// Shapes of a fused low-rank + sparse layer (see [`Backend::lowrank_sparse_forward`]).
+/// Shapes of a fused low-rank + sparse layer (see [`lowrank_sparse::forward`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct LowrankDims {
     /// Rows of `x` (tokens).

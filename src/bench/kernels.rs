@@ -695,7 +695,8 @@ impl Workload for Layer {
     fn run(&mut self, be: &dyn Backend) -> Result<()> {
         match self.kind {
             LayerKind::Fused => {
-                be.lowrank_sparse_forward(
+                crate::backend::lowrank_sparse::forward(
+                    &*be,
                     &self.x,
                     &self.u,
                     &self.v,
@@ -706,7 +707,8 @@ impl Workload for Layer {
                     &mut self.y,
                     self.prec,
                 )?;
-                be.lowrank_sparse_backward(
+                crate::backend::lowrank_sparse::backward(
+                    &*be,
                     &self.x,
                     &self.u,
                     &self.v,

@@ -595,7 +595,8 @@ impl LinearOp for LowRankSparseLinear {
         } else {
             None
         };
-        be.lowrank_sparse_forward(
+        crate::backend::lowrank_sparse::forward(
+            &*be,
             x,
             &self.u.value,
             &self.v.value,
@@ -620,7 +621,8 @@ impl LinearOp for LowRankSparseLinear {
         } else {
             None
         };
-        be.lowrank_sparse_backward(
+        crate::backend::lowrank_sparse::backward(
+            &*be,
             x,
             &self.u.value,
             &self.v.value,

@@ -15,7 +15,6 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use crate::backend::{Backend, DType, WeightedSvdOptions, WeightedSvdProblem};
-use crate::model::io::expand_home;
 use crate::compress::distill::{check_teacher, DistillHooks};
 use crate::compress::format::{load_compressed, save_compressed, stats_table, CompressionInfo};
 use crate::compress::layers::{FactorizedLinear, MaskKind};
@@ -30,6 +29,7 @@ use crate::compress::rank::{allocate, singular_values_many};
 use crate::compress::recipe::{Method, Recipe};
 use crate::error::{Error, Result};
 use crate::model::bert::{linear_prefix, DenseFactory};
+use crate::model::io::expand_home;
 use crate::model::linear::DenseLinear;
 use crate::model::param::Param;
 use crate::model::weights::load_model_dir;

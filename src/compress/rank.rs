@@ -298,7 +298,9 @@ mod tests {
             allocate(RankAllocation::Relative, &scaled, &shapes, 32).unwrap(),
             vec![2, 2]
         );
-        assert!(RankAllocation::Relative.needs_spectra() && !RankAllocation::Uniform.needs_spectra());
+        assert!(
+            RankAllocation::Relative.needs_spectra() && !RankAllocation::Uniform.needs_spectra()
+        );
     }
 
     #[test]

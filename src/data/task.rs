@@ -24,8 +24,8 @@ use super::squad::{read_squad, SquadConfig};
 use super::table::{read_table, LabelSpec, TableFormat, TableSpec};
 use super::tokenizer::Tokenizer;
 use super::TaskKind;
-use crate::error::{Error, Result};
 use crate::data::metric::Metric;
+use crate::error::{Error, Result};
 
 /// Every task name [`Task::from_name`] accepts.
 pub const TASK_NAMES: [&str; 15] = [

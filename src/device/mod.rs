@@ -156,4 +156,3 @@ pub fn driver_version_ok(v: i32) -> Result<()> {
 pub fn cuda_available() -> bool {
     crate::kernels::NVCC_VERSION.is_some() && probe_cuda().is_ok()
 }
-

@@ -70,7 +70,10 @@ mod tests {
         };
         // One kernel of each source style: `KERNEL void`, `__global__ void`
         // with `__launch_bounds__`, and int / double* / unsigned long long.
-        assert_eq!(find("elementwise", "scale_f32"), Some(vec![P::Ptr, P::U64, P::F32]));
+        assert_eq!(
+            find("elementwise", "scale_f32"),
+            Some(vec![P::Ptr, P::U64, P::F32])
+        );
         assert_eq!(
             find("topk", "topk_row_keys"),
             Some(vec![P::Ptr, P::I32, P::I32, P::U64, P::Ptr, P::Ptr])
@@ -79,16 +82,22 @@ mod tests {
             find("weighted_svd", "svd_blend4"),
             Some(vec![P::Ptr, P::Ptr, P::Ptr, P::U64, P::F32, P::I32, P::Ptr])
         );
-        assert_eq!(find("elementwise", "fill_u32"), Some(vec![P::Ptr, P::U64, P::U32]));
+        assert_eq!(
+            find("elementwise", "fill_u32"),
+            Some(vec![P::Ptr, P::U64, P::U32])
+        );
         let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("kernels");
         for e in std::fs::read_dir(dir).unwrap() {
             let p = e.unwrap().path();
             if p.extension().is_some_and(|x| x == "cu") {
                 let m = p.file_stem().unwrap().to_string_lossy().into_owned();
                 let text = std::fs::read_to_string(&p).unwrap();
-                let declared = text.matches("KERNEL void").count()
-                    + text.matches("__global__ void").count();
-                let read = super::KERNEL_SIGNATURES.iter().filter(|(a, _, _)| *a == m).count();
+                let declared =
+                    text.matches("KERNEL void").count() + text.matches("__global__ void").count();
+                let read = super::KERNEL_SIGNATURES
+                    .iter()
+                    .filter(|(a, _, _)| *a == m)
+                    .count();
                 assert_eq!(read, declared, "kernels/{m}.cu");
             }
         }

@@ -7,14 +7,14 @@ use std::sync::Arc;
 
 use serde_json::json;
 
+use crate::backend::select_backend;
 use crate::backend::{Backend, BackendRef};
-use crate::model::io::expand_home;
 use crate::data::dataset::{BatchConfig, BatchIter, Dataset};
 use crate::data::task::{load_task, TaskData, TaskSpec};
 use crate::data::tokenizer::Tokenizer;
-use crate::backend::select_backend;
 use crate::device::DeviceChoice;
 use crate::error::{Error, Result, ResultExt};
+use crate::model::io::expand_home;
 use crate::model::io::FloatFormat;
 use crate::model::weights::{save_model_dir, LoadReport};
 use crate::model::Bert;

@@ -11,8 +11,8 @@
 //! reductions are run twice and must agree bit for bit.
 
 use lpaf::backend::cuda::CudaBackend;
-use lpaf::backend::{AdamWStep, Backend, CpuBackend, DType, Gemm, Precision, RowCopy, Tensor};
 use lpaf::backend::{gpu_for_test, select_backend};
+use lpaf::backend::{AdamWStep, Backend, CpuBackend, DType, Gemm, Precision, RowCopy, Tensor};
 use lpaf::device::{cuda_available, DeviceChoice};
 use lpaf::Error;
 
@@ -519,7 +519,10 @@ fn gpu_axpby_scale_mul_mask() {
         let base = rand_vec(4, n, 1.0);
         let mut og = put(&*g, &base, &[n]);
         let mut oc = put(&c, &base, &[n]);
-        let (mg, mc) = (g.from_u8(&mask, &[n]).unwrap(), c.from_u8(&mask, &[n]).unwrap());
+        let (mg, mc) = (
+            g.from_u8(&mask, &[n]).unwrap(),
+            c.from_u8(&mask, &[n]).unwrap(),
+        );
         g.masked_add(&put(&*g, &x, &[n]), with_mask.then_some(&mg), &mut og)
             .unwrap();
         c.masked_add(&put(&c, &x, &[n]), with_mask.then_some(&mc), &mut oc)

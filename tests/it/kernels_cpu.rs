@@ -674,7 +674,8 @@ fn lowrank_sparse_forward_backward_match_naive() {
             let bt = t(b.clone(), &[out]);
             let mut weff_t = t(vec![f32::NAN; out * inp], &[out, inp]);
             let mut y_t = t(vec![f32::NAN; n * out], &[n, out]);
-            be.lowrank_sparse_forward(
+            lpaf::backend::lowrank_sparse::forward(
+                &be,
                 &xt,
                 &ut,
                 &vt,
@@ -697,7 +698,8 @@ fn lowrank_sparse_forward_backward_match_naive() {
             let mut ds_t = t(ds0.clone(), &[out, inp]);
             let mut db_t = t(db0.clone(), &[out]);
             let mut scratch = t(vec![f32::NAN; out * inp], &[out, inp]);
-            be.lowrank_sparse_backward(
+            lpaf::backend::lowrank_sparse::backward(
+                &be,
                 &xt,
                 &ut,
                 &vt,
@@ -725,33 +727,33 @@ fn lowrank_sparse_forward_backward_match_naive() {
     let mut weff = t(vec![0.0; out * inp], &[out, inp]);
     let mut y = t(vec![0.0; n * out], &[n, out]);
     let bad_v = t(vec![0.0; (r + 1) * inp], &[r + 1, inp]);
-    assert!(be
-        .lowrank_sparse_forward(
-            &t(x.clone(), &[n, inp]),
-            &t(u.clone(), &[out, r]),
-            &bad_v,
-            None,
-            None,
-            None,
-            &mut weff,
-            &mut y,
-            Precision::F32
-        )
-        .is_err());
+    assert!(lpaf::backend::lowrank_sparse::forward(
+        &be,
+        &t(x.clone(), &[n, inp]),
+        &t(u.clone(), &[out, r]),
+        &bad_v,
+        None,
+        None,
+        None,
+        &mut weff,
+        &mut y,
+        Precision::F32
+    )
+    .is_err());
     let bad_x = t(vec![0.0; n * (inp + 1)], &[n, inp + 1]);
-    assert!(be
-        .lowrank_sparse_forward(
-            &bad_x,
-            &t(u, &[out, r]),
-            &t(v, &[r, inp]),
-            None,
-            None,
-            None,
-            &mut weff,
-            &mut y,
-            Precision::F32
-        )
-        .is_err());
+    assert!(lpaf::backend::lowrank_sparse::forward(
+        &be,
+        &bad_x,
+        &t(u, &[out, r]),
+        &t(v, &[r, inp]),
+        None,
+        None,
+        None,
+        &mut weff,
+        &mut y,
+        Precision::F32
+    )
+    .is_err());
 }
 
 // ---- weighted SVD -------------------------------------------------------------

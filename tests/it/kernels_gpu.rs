@@ -509,7 +509,8 @@ fn gpu_lowrank_sparse_matches_cpu() {
                 let mt = dev.from_u8(&m, &[out, inp]).unwrap();
                 let mut weff = t(&vec![f32::NAN; out * inp], &[out, inp]);
                 let mut y = t(&vec![f32::NAN; n * out], &[n, out]);
-                dev.lowrank_sparse_forward(
+                lpaf::backend::lowrank_sparse::forward(
+                    &*dev,
                     &xt,
                     &ut,
                     &vt,
@@ -529,7 +530,8 @@ fn gpu_lowrank_sparse_matches_cpu() {
                     t(&db0, &[out]),
                 );
                 let mut scratch = t(&vec![f32::NAN; out * inp], &[out, inp]);
-                dev.lowrank_sparse_backward(
+                lpaf::backend::lowrank_sparse::backward(
+                    &*dev,
                     &xt,
                     &ut,
                     &vt,

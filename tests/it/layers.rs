@@ -87,7 +87,12 @@ fn uses(src: &Path) -> Vec<(String, usize, String, String)> {
     let mut found = Vec::new();
     for f in files {
         let rel = f.strip_prefix(src).unwrap().to_string_lossy().into_owned();
-        let top = rel.split('/').next().unwrap().trim_end_matches(".rs").to_string();
+        let top = rel
+            .split('/')
+            .next()
+            .unwrap()
+            .trim_end_matches(".rs")
+            .to_string();
         if top == "main" || top == "lib" {
             continue;
         }
@@ -143,7 +148,8 @@ fn no_module_uses_one_above_it_or_beside_it() {
     }
     let all = uses(&src);
     assert!(
-        all.iter().any(|(_, _, f, t)| f == "compress" && t == "train"),
+        all.iter()
+            .any(|(_, _, f, t)| f == "compress" && t == "train"),
         "the scan found no compress → train use: it reads nothing"
     );
     let bad: Vec<String> = all
@@ -154,7 +160,11 @@ fn no_module_uses_one_above_it_or_beside_it() {
         })
         .map(|(file, line, from, to)| format!("src/{file}:{line}: {from} uses {to}"))
         .collect();
-    assert!(bad.is_empty(), "uses against the layering:\n{}", bad.join("\n"));
+    assert!(
+        bad.is_empty(),
+        "uses against the layering:\n{}",
+        bad.join("\n")
+    );
 }
 
 #[test]
@@ -171,9 +181,15 @@ fn the_layer_scan_sees_paths_and_macros_but_not_comments_or_strings() {
     )
     .unwrap();
     let got: Vec<(String, String)> = uses(s).into_iter().map(|(_, _, f, t)| (f, t)).collect();
-    let want: Vec<(String, String)> = [("data", "train"), ("data", "error"), ("data", "model"), ("data", "error"), ("data", "error")]
-        .iter()
-        .map(|(a, b)| (a.to_string(), b.to_string()))
-        .collect();
+    let want: Vec<(String, String)> = [
+        ("data", "train"),
+        ("data", "error"),
+        ("data", "model"),
+        ("data", "error"),
+        ("data", "error"),
+    ]
+    .iter()
+    .map(|(a, b)| (a.to_string(), b.to_string()))
+    .collect();
     assert_eq!(got, want);
 }

@@ -7,8 +7,8 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use lpaf::backend::{Backend, DType};
 use lpaf::backend::gpu_for_test;
+use lpaf::backend::{Backend, DType};
 use lpaf::model::io::{read_safetensors, write_safetensors, FloatFormat, HostData};
 
 use crate::common::{cpu, fixture};

@@ -524,4 +524,3 @@ pub(crate) fn sigmoid_mask(
         .sum();
     Ok(kept)
 }
-

@@ -28,68 +28,82 @@ impl CpuBackend {
     }
 }
 
+/// An element type of CPU storage: one generic accessor instead of one per dtype.
+pub(crate) trait CpuElem: Sized {
+    /// `f32`, `u8`, … as the error messages say it.
+    const NAME: &'static str;
+    fn slice(s: &CpuStorage) -> Option<&[Self]>;
+    fn slice_mut(s: &mut CpuStorage) -> Option<&mut [Self]>;
+}
+
+macro_rules! cpu_elem {
+    ($t:ty, $variant:ident, $name:literal) => {
+        impl CpuElem for $t {
+            const NAME: &'static str = $name;
+            fn slice(s: &CpuStorage) -> Option<&[Self]> {
+                match s {
+                    CpuStorage::$variant(v) => Some(v),
+                    _ => None,
+                }
+            }
+            fn slice_mut(s: &mut CpuStorage) -> Option<&mut [Self]> {
+                match s {
+                    CpuStorage::$variant(v) => Some(v),
+                    _ => None,
+                }
+            }
+        }
+    };
+}
+cpu_elem!(f32, F32, "an f32");
+cpu_elem!(u8, U8, "a u8");
+cpu_elem!(i32, I32, "an i32");
+
+fn not_on_cpu(op: &str, name: &str, what: &str, dt: DType, dev: String) -> Error {
+    Error::shape(
+        op,
+        format!("{name} must be {what} tensor on the CPU, got {dt:?} on {dev}"),
+    )
+}
+
+/// The elements of a CPU tensor of type `T`; an error naming `op` and
+/// `name` otherwise.
+pub(crate) fn host<'a, T: CpuElem>(op: &str, name: &str, t: &'a Tensor) -> Result<&'a [T]> {
+    match t.storage() {
+        Storage::Cpu(c) => T::slice(c),
+        _ => None,
+    }
+    .ok_or_else(|| not_on_cpu(op, name, T::NAME, t.dtype(), t.device().to_string()))
+}
+
+/// [`host`], writable.
+pub(crate) fn host_mut<'a, T: CpuElem>(
+    op: &str,
+    name: &str,
+    t: &'a mut Tensor,
+) -> Result<&'a mut [T]> {
+    let (dt, dev) = (t.dtype(), t.device().to_string());
+    match t.storage_mut() {
+        Storage::Cpu(c) => T::slice_mut(c),
+        _ => None,
+    }
+    .ok_or_else(|| not_on_cpu(op, name, T::NAME, dt, dev))
+}
+
 pub(crate) fn f32s<'a>(op: &str, name: &str, t: &'a Tensor) -> Result<&'a [f32]> {
-    match t.storage() {
-        Storage::Cpu(CpuStorage::F32(v)) => Ok(v),
-        _ => Err(Error::shape(
-            op,
-            format!(
-                "{name} must be an f32 tensor on the CPU, got {:?} on {}",
-                t.dtype(),
-                t.device()
-            ),
-        )),
-    }
+    host(op, name, t)
 }
-
 pub(crate) fn f32s_mut<'a>(op: &str, name: &str, t: &'a mut Tensor) -> Result<&'a mut [f32]> {
-    let (dt, dev) = (t.dtype(), t.device());
-    match t.storage_mut() {
-        Storage::Cpu(CpuStorage::F32(v)) => Ok(v),
-        _ => Err(Error::shape(
-            op,
-            format!("{name} must be an f32 tensor on the CPU, got {dt:?} on {dev}"),
-        )),
-    }
+    host_mut(op, name, t)
 }
-
 pub(crate) fn u8s<'a>(op: &str, name: &str, t: &'a Tensor) -> Result<&'a [u8]> {
-    match t.storage() {
-        Storage::Cpu(CpuStorage::U8(v)) => Ok(v),
-        _ => Err(Error::shape(
-            op,
-            format!(
-                "{name} must be a u8 tensor on the CPU, got {:?} on {}",
-                t.dtype(),
-                t.device()
-            ),
-        )),
-    }
+    host(op, name, t)
 }
-
 pub(crate) fn u8s_mut<'a>(op: &str, name: &str, t: &'a mut Tensor) -> Result<&'a mut [u8]> {
-    let (dt, dev) = (t.dtype(), t.device());
-    match t.storage_mut() {
-        Storage::Cpu(CpuStorage::U8(v)) => Ok(v),
-        _ => Err(Error::shape(
-            op,
-            format!("{name} must be a u8 tensor on the CPU, got {dt:?} on {dev}"),
-        )),
-    }
+    host_mut(op, name, t)
 }
-
 pub(crate) fn i32s<'a>(op: &str, name: &str, t: &'a Tensor) -> Result<&'a [i32]> {
-    match t.storage() {
-        Storage::Cpu(CpuStorage::I32(v)) => Ok(v),
-        _ => Err(Error::shape(
-            op,
-            format!(
-                "{name} must be an i32 tensor on the CPU, got {:?} on {}",
-                t.dtype(),
-                t.device()
-            ),
-        )),
-    }
+    host(op, name, t)
 }
 
 pub(crate) fn check_len(op: &str, name: &str, got: usize, want: usize) -> Result<()> {
@@ -964,7 +978,6 @@ impl Backend for CpuBackend {
     ) -> Result<Vec<WeightedSvdResult>> {
         svd::weighted_svd(problems, opts)
     }
-
 }
 
 /// One element of AdamW exactly as `torch.optim.AdamW` (non-fused, single tensor) orders it.

@@ -68,6 +68,38 @@ fn softmax_variant(s: usize, fwd: bool) -> &'static str {
     }
 }
 
+/// An element type of device storage, for [`CudaBackend::upload`] and
+/// [`CudaBackend::download`].
+trait CudaElem: cudarc::driver::DeviceRepr + Copy + Default + Unpin {
+    const DTYPE: DType;
+    fn slice(d: &CudaData) -> Option<&CudaSlice<Self>>;
+    fn slice_mut(d: &mut CudaData) -> Option<&mut CudaSlice<Self>>;
+}
+
+macro_rules! cuda_elem {
+    ($t:ty, $variant:ident) => {
+        impl CudaElem for $t {
+            const DTYPE: DType = DType::$variant;
+            fn slice(d: &CudaData) -> Option<&CudaSlice<Self>> {
+                match d {
+                    CudaData::$variant(x) => Some(x),
+                    _ => None,
+                }
+            }
+            fn slice_mut(d: &mut CudaData) -> Option<&mut CudaSlice<Self>> {
+                match d {
+                    CudaData::$variant(x) => Some(x),
+                    _ => None,
+                }
+            }
+        }
+    };
+}
+cuda_elem!(f32, F32);
+cuda_elem!(bf16, Bf16);
+cuda_elem!(u8, U8);
+cuda_elem!(i32, I32);
+
 fn too_large(op: &str, what: &str, v: usize, max: usize) -> Error {
     Error::shape(op, format!("{what} = {v} exceeds the kernel limit {max}"))
 }
@@ -79,6 +111,45 @@ impl CudaBackend {
         Tensor::from_storage(shape, Storage::Cuda(s))
     }
 
+    /// A device tensor of `shape` holding `data` (one implementation for
+    /// every element type).
+    fn upload<T: CudaElem>(&self, op: &str, data: &[T], shape: &[usize]) -> Result<Tensor> {
+        let mut t = self.new_tensor(shape, T::DTYPE)?;
+        if data.len() != t.numel() {
+            return Err(Error::shape(
+                op,
+                format!("{} values for shape {shape:?}", data.len()),
+            ));
+        }
+        if let Storage::Cuda(s) = t.storage_mut() {
+            if let Some(x) = T::slice_mut(&mut s.data) {
+                if !data.is_empty() {
+                    let mut view = x.slice_mut(0..data.len());
+                    self.stream
+                        .memcpy_htod(data, &mut view)
+                        .map_err(|e| Error::cuda("cuMemcpyHtoD", e))?;
+                }
+            }
+        }
+        Ok(t)
+    }
+
+    /// The elements of a device tensor of type `T` (waits for the stream).
+    fn download<T: CudaElem>(&self, op: &str, t: &Tensor) -> Result<Vec<T>> {
+        let s = self.storage(op, "tensor", t)?;
+        let Some(x) = T::slice(&s.data) else {
+            return Err(Error::shape(op, format!("tensor is {:?}", s.dtype())));
+        };
+        let mut out = vec![T::default(); s.len];
+        if s.len > 0 {
+            self.stream
+                .memcpy_dtoh(&x.slice(0..s.len), &mut out)
+                .map_err(|e| Error::cuda("cuMemcpyDtoH", e))?;
+        }
+        self.synchronize()?;
+        Ok(out)
+    }
+
     /// A bf16 copy of an f32 tensor, for bf16 products.
     fn to_bf16_copy(&self, t: &Tensor) -> Result<Tensor> {
         let mut out = self.new_tensor(t.shape(), DType::Bf16)?;
@@ -88,7 +159,6 @@ impl CudaBackend {
 }
 
 impl CudaBackend {
-
     /// A 1-D grid-stride launch over `items` work items: 256-thread blocks,
     /// at most 32 blocks per multiprocessor (the kernels loop, so the grid
     /// never changes a result).
@@ -346,130 +416,34 @@ impl Backend for CudaBackend {
     }
 
     fn from_f32(&self, data: &[f32], shape: &[usize]) -> Result<Tensor> {
-        let mut t = self.new_tensor(shape, DType::F32)?;
-        if data.len() != t.numel() {
-            return Err(Error::shape(
-                "from_f32",
-                format!("{} values for shape {shape:?}", data.len()),
-            ));
-        }
-        if let Storage::Cuda(CudaStorage {
-            data: CudaData::F32(x),
-            ..
-        }) = t.storage_mut()
-        {
-            if !data.is_empty() {
-                let mut view = x.slice_mut(0..data.len());
-                self.stream
-                    .memcpy_htod(data, &mut view)
-                    .map_err(|e| Error::cuda("cuMemcpyHtoD", e))?;
-            }
-        }
-        Ok(t)
+        self.upload("from_f32", data, shape)
     }
 
     fn from_u8(&self, data: &[u8], shape: &[usize]) -> Result<Tensor> {
-        let mut t = self.new_tensor(shape, DType::U8)?;
-        if data.len() != t.numel() {
-            return Err(Error::shape(
-                "from_u8",
-                format!("{} values for shape {shape:?}", data.len()),
-            ));
-        }
-        if let Storage::Cuda(CudaStorage {
-            data: CudaData::U8(x),
-            ..
-        }) = t.storage_mut()
-        {
-            if !data.is_empty() {
-                let mut view = x.slice_mut(0..data.len());
-                self.stream
-                    .memcpy_htod(data, &mut view)
-                    .map_err(|e| Error::cuda("cuMemcpyHtoD", e))?;
-            }
-        }
-        Ok(t)
+        self.upload("from_u8", data, shape)
     }
 
     fn from_i32(&self, data: &[i32], shape: &[usize]) -> Result<Tensor> {
-        let mut t = self.new_tensor(shape, DType::I32)?;
-        if data.len() != t.numel() {
-            return Err(Error::shape(
-                "from_i32",
-                format!("{} values for shape {shape:?}", data.len()),
-            ));
-        }
-        if let Storage::Cuda(CudaStorage {
-            data: CudaData::I32(x),
-            ..
-        }) = t.storage_mut()
-        {
-            if !data.is_empty() {
-                let mut view = x.slice_mut(0..data.len());
-                self.stream
-                    .memcpy_htod(data, &mut view)
-                    .map_err(|e| Error::cuda("cuMemcpyHtoD", e))?;
-            }
-        }
-        Ok(t)
+        self.upload("from_i32", data, shape)
     }
 
     fn to_f32(&self, t: &Tensor) -> Result<Vec<f32>> {
-        let s = self.storage("to_f32", "tensor", t)?;
-        let n = s.len;
-        match &s.data {
-            CudaData::F32(x) => {
-                let mut out = vec![0.0f32; n];
-                if n > 0 {
-                    self.stream
-                        .memcpy_dtoh(&x.slice(0..n), &mut out)
-                        .map_err(|e| Error::cuda("cuMemcpyDtoH", e))?;
-                }
-                self.synchronize()?;
-                Ok(out)
-            }
-            CudaData::Bf16(x) => {
-                let mut out = vec![bf16::ZERO; n];
-                if n > 0 {
-                    self.stream
-                        .memcpy_dtoh(&x.slice(0..n), &mut out)
-                        .map_err(|e| Error::cuda("cuMemcpyDtoH", e))?;
-                }
-                self.synchronize()?;
-                Ok(out.iter().map(|v| v.to_f32()).collect())
-            }
-            _ => Err(Error::shape("to_f32", format!("tensor is {:?}", s.dtype()))),
+        match t.dtype() {
+            DType::Bf16 => Ok(self
+                .download::<bf16>("to_f32", t)?
+                .iter()
+                .map(|v| v.to_f32())
+                .collect()),
+            _ => self.download("to_f32", t),
         }
     }
 
     fn to_u8(&self, t: &Tensor) -> Result<Vec<u8>> {
-        let s = self.storage("to_u8", "tensor", t)?;
-        let CudaData::U8(x) = &s.data else {
-            return Err(Error::shape("to_u8", format!("tensor is {:?}", s.dtype())));
-        };
-        let mut out = vec![0u8; s.len];
-        if s.len > 0 {
-            self.stream
-                .memcpy_dtoh(&x.slice(0..s.len), &mut out)
-                .map_err(|e| Error::cuda("cuMemcpyDtoH", e))?;
-        }
-        self.synchronize()?;
-        Ok(out)
+        self.download("to_u8", t)
     }
 
     fn to_i32(&self, t: &Tensor) -> Result<Vec<i32>> {
-        let s = self.storage("to_i32", "tensor", t)?;
-        let CudaData::I32(x) = &s.data else {
-            return Err(Error::shape("to_i32", format!("tensor is {:?}", s.dtype())));
-        };
-        let mut out = vec![0i32; s.len];
-        if s.len > 0 {
-            self.stream
-                .memcpy_dtoh(&x.slice(0..s.len), &mut out)
-                .map_err(|e| Error::cuda("cuMemcpyDtoH", e))?;
-        }
-        self.synchronize()?;
-        Ok(out)
+        self.download("to_i32", t)
     }
 
     fn copy(&self, src: &Tensor, dst: &mut Tensor) -> Result<()> {
