@@ -585,7 +585,9 @@ fn kernel_params(text: &str, path: &Path) -> Vec<(String, Vec<&'static str>)> {
             let start = at + i + marker.len();
             at = start;
             // The macro's own definition (`#define KERNEL extern "C" __global__`).
-            if marker == "__global__ void" && code[..at - marker.len()].trim_end().ends_with("KERNEL") {
+            if marker == "__global__ void"
+                && code[..at - marker.len()].trim_end().ends_with("KERNEL")
+            {
                 continue;
             }
             let mut head = code[start..].trim_start();
@@ -593,23 +595,25 @@ fn kernel_params(text: &str, path: &Path) -> Vec<(String, Vec<&'static str>)> {
                 let close = r.find(')').expect("__launch_bounds__(...)");
                 head = r[close + 1..].trim_start();
             }
-            let open = head.find('(').unwrap_or_else(|| {
-                panic!("{}: a kernel without a parameter list", path.display())
-            });
+            let open = head
+                .find('(')
+                .unwrap_or_else(|| panic!("{}: a kernel without a parameter list", path.display()));
             let name = head[..open].trim().to_string();
             let close = head.find(')').unwrap();
             let kinds = head[open + 1..close]
                 .split(',')
                 .map(|p| p.split_whitespace().collect::<Vec<_>>().join(" "))
                 .filter(|p| !p.is_empty())
-                .map(|p| param_kind(&p).unwrap_or_else(|| {
-                    panic!(
-                        "{}: kernel {name}: parameter '{p}' has a type build.rs does not map \
+                .map(|p| {
+                    param_kind(&p).unwrap_or_else(|| {
+                        panic!(
+                            "{}: kernel {name}: parameter '{p}' has a type build.rs does not map \
                          to a launch argument (pointer, float, int, unsigned int, \
                          unsigned long long / u64 / u32)",
-                        path.display()
-                    )
-                }))
+                            path.display()
+                        )
+                    })
+                })
                 .collect();
             found.push((name, kinds));
         }
