@@ -9,10 +9,8 @@
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
-use crate::backend::{
-    Backend, DType, ImportanceStep, Tensor, TopkRule, TopkScope, WeightedSvdOptions,
-    WeightedSvdProblem,
-};
+use crate::backend::{Backend, DType, ImportanceStep, Tensor, TopkRule, TopkScope};
+use crate::compress::factorize::{bias_param, factorize, plain_svd_options};
 use crate::compress::layers::{sparse_nnz, LowRankSparseLinear};
 use crate::compress::rank::uniform_rank;
 use crate::error::{Error, Result};
@@ -57,7 +55,6 @@ pub fn install_losparse(
     for li in 0..nl {
         // One batched SVD call per layer (6 matrices of mixed shapes).
         let mut ws = Vec::new();
-        let mut masks = Vec::new();
         let mut ranks = Vec::new();
         for slot in 0..6 {
             let l = &model.layers[li].linears[slot];
@@ -69,30 +66,18 @@ pub fn install_losparse(
                 ))
             })?;
             let (o, i) = (d.out_features_(), d.in_features_());
-            let mut m = be.zeros(&[o, i], DType::U8)?;
-            be.fill(&mut m, 1.0)?;
             ws.push(be.clone_tensor(&d.weight.value)?);
-            masks.push(m);
             ranks.push(uniform_rank(s.rank_ratio, o, i));
         }
-        let problems: Vec<WeightedSvdProblem<'_>> = (0..6)
-            .map(|k| WeightedSvdProblem {
-                w: &ws[k],
-                mask: &masks[k],
-                omega: 1.0,
-                rank: ranks[k],
-            })
-            .collect();
-        let opts = WeightedSvdOptions {
-            max_steps: 1,
-            rel_tol: 0.0,
-            power_iters: 2,
-            init_power_iters: 12,
-            seed: seed ^ li as u64,
-        };
-        let results = be.weighted_svd(&problems, &opts)?;
-        drop(problems);
-        for (slot, r) in results.into_iter().enumerate() {
+        let factors = factorize(
+            be,
+            &ws,
+            None,
+            1.0,
+            &ranks,
+            &plain_svd_options(seed ^ li as u64),
+        )?;
+        for (slot, f) in factors.into_iter().enumerate() {
             let prefix = linear_prefix(li, slot);
             let d = model.layers[li].linears[slot]
                 .as_any()
@@ -100,8 +85,7 @@ pub fn install_losparse(
                 .expect("checked above");
             let (o, i, rank) = (d.out_features_(), d.in_features_(), ranks[slot]);
             let w = be.to_f32(&ws[slot])?;
-            let u = be.to_f32(&r.u)?;
-            let v = be.to_f32(&r.v)?;
+            let (u, v) = (f.u, f.v);
             // S = W − U·V on the host in f64 (once).
             let mut sres = w.clone();
             for a in 0..o {
@@ -113,12 +97,7 @@ pub fn install_losparse(
                     }
                 }
             }
-            let bias = Param::new(
-                be,
-                format!("{prefix}.bias"),
-                be.clone_tensor(&d.bias.value)?,
-                false,
-            )?;
+            let bias = bias_param(be, &prefix, &d.bias.value)?;
             let layer = LowRankSparseLinear::new(
                 be,
                 &prefix,

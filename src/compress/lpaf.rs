@@ -8,12 +8,12 @@
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
-use crate::backend::{Backend, Tensor, WeightedSvdOptions, WeightedSvdProblem};
+use crate::backend::{Backend, Tensor, WeightedSvdOptions};
+use crate::compress::factorize::{bias_param, factorize};
 use crate::compress::layers::{FactorizedLinear, MaskedLinear, MixedRankLinear};
 use crate::compress::rank::{allocate, numerical_rank, singular_values_many, RankAllocation};
 use crate::error::{Error, Result};
 use crate::model::bert::{linear_prefix, Bert};
-use crate::model::param::Param;
 use crate::train::trainer::TrainHooks;
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -86,14 +86,6 @@ pub fn factorize_pruned(
         .collect();
     let svals = singular_values_many(&mats)?;
     let ranks = allocate(s.allocation, &svals, &shapes, budget)?;
-    let problems: Vec<WeightedSvdProblem<'_>> = (0..ws.len())
-        .map(|i| WeightedSvdProblem {
-            w: &ws[i],
-            mask: &masks[i],
-            omega: s.omega,
-            rank: ranks[i],
-        })
-        .collect();
     let opts = WeightedSvdOptions {
         max_steps: s.em_steps,
         rel_tol: s.rel_tol,
@@ -101,8 +93,7 @@ pub fn factorize_pruned(
         init_power_iters: s.init_power_iters,
         seed,
     };
-    let results = be.weighted_svd(&problems, &opts)?;
-    drop(problems);
+    let results = factorize(be, &ws, Some(&masks), s.omega, &ranks, &opts)?;
     let mut report = Vec::new();
     let mut idx = 0;
     for layer in model.layers.iter_mut() {
@@ -114,15 +105,8 @@ pub fn factorize_pruned(
                 .as_any()
                 .downcast_ref::<MaskedLinear>()
                 .expect("checked above");
-            let bias = Param::new(
-                be,
-                format!("{prefix}.bias"),
-                be.clone_tensor(&old.bias.value)?,
-                false,
-            )?;
-            let u = be.to_f32(&r.u)?;
-            let v = be.to_f32(&r.v)?;
-            let factor = FactorizedLinear::new(be, prefix, &u, &v, bias, o, i, ranks[idx])?;
+            let bias = bias_param(be, prefix, &old.bias.value)?;
+            let factor = FactorizedLinear::new(be, prefix, &r.u, &r.v, bias, o, i, ranks[idx])?;
             let sparse =
                 std::mem::replace(&mut ws[idx], be.zeros(&[0], crate::backend::DType::F32)?);
             layer.linears[slot] = Box::new(MixedRankLinear::new(factor, sparse, idx as u64));

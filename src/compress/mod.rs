@@ -3,6 +3,7 @@
 //! export.
 
 pub mod distill;
+pub mod factorize;
 pub mod format;
 pub mod layers;
 pub mod losparse;

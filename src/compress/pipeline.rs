@@ -14,8 +14,9 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use crate::backend::{Backend, DType, WeightedSvdOptions, WeightedSvdProblem};
+use crate::backend::{Backend, Tensor};
 use crate::compress::distill::{check_teacher, DistillHooks};
+use crate::compress::factorize::{bias_param, factorize, plain_svd_options};
 use crate::compress::format::{load_compressed, save_compressed, stats_table, CompressionInfo};
 use crate::compress::layers::{FactorizedLinear, MaskKind};
 use crate::compress::losparse::{install_losparse, LoSparseHooks, LoSparseSettings};
@@ -683,31 +684,19 @@ pub fn factorize_dense(
             allocate(recipe.svd.allocation, &sv, &shapes, budget)?
         }
     };
-    let mut ws = Vec::new();
-    let mut masks = Vec::new();
-    for (h, &(o, i)) in host.iter().zip(&shapes) {
-        ws.push(be.from_f32(h, &[o, i])?);
-        let mut m = be.zeros(&[o, i], DType::U8)?;
-        be.fill(&mut m, 1.0)?;
-        masks.push(m);
-    }
-    let problems: Vec<WeightedSvdProblem<'_>> = (0..ws.len())
-        .map(|k| WeightedSvdProblem {
-            w: &ws[k],
-            mask: &masks[k],
-            omega: 1.0,
-            rank: ranks[k],
-        })
-        .collect();
-    let opts = WeightedSvdOptions {
-        max_steps: 1,
-        rel_tol: 0.0,
-        power_iters: 2,
-        init_power_iters: 12,
-        seed: recipe.train.seed,
-    };
-    let results = be.weighted_svd(&problems, &opts)?;
-    drop(problems);
+    let ws: Vec<Tensor> = host
+        .iter()
+        .zip(&shapes)
+        .map(|(h, &(o, i))| be.from_f32(h, &[o, i]))
+        .collect::<Result<_>>()?;
+    let factors = factorize(
+        be,
+        &ws,
+        None,
+        1.0,
+        &ranks,
+        &plain_svd_options(recipe.train.seed),
+    )?;
     let mut k = 0;
     for (li, layer) in model.layers.iter_mut().enumerate() {
         for s in 0..6 {
@@ -717,17 +706,12 @@ pub fn factorize_dense(
                 .as_any()
                 .downcast_ref::<DenseLinear>()
                 .expect("checked");
-            let bias = Param::new(
-                be,
-                format!("{prefix}.bias"),
-                be.clone_tensor(&d.bias.value)?,
-                false,
-            )?;
+            let bias = bias_param(be, &prefix, &d.bias.value)?;
             let f = FactorizedLinear::new(
                 be,
                 &prefix,
-                &be.to_f32(&results[k].u)?,
-                &be.to_f32(&results[k].v)?,
+                &factors[k].u,
+                &factors[k].v,
                 bias,
                 o,
                 i,
