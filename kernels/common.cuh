@@ -1,6 +1,7 @@
-// Shared device helpers: integer types, Philox4x32-10 (bit-identical to
-// src/backend/philox.rs), warp/block reductions, bf16 conversion and the
-// grid-stride helpers every kernel file uses.
+// The one header of every kernel file: integer types, Philox4x32-10
+// (bit-identical to src/backend/philox.rs), warp/block reductions and scans,
+// bf16 conversion, the top-k key, dynamic shared memory and the grid-stride
+// helpers.
 //
 // Conventions of the kernels built on these helpers:
 // - every kernel is `extern "C" __global__` (KERNEL below) so the Rust side
@@ -124,3 +125,77 @@ __device__ __forceinline__ float4 f4_add(float4 a, float4 b) {
 __device__ __forceinline__ float4 f4_zero() {
     return make_float4(0.0f, 0.0f, 0.0f, 0.0f);
 }
+
+// ---- block reductions, scans and the top-k key (compression kernels) -------
+
+#define FULL_MASK 0xffffffffu
+
+// Dynamic shared memory (the launch's sharedMemBytes). The emulated device
+// (emulator/cuda_emu.h) hands out a per-launch buffer instead.
+#ifdef LPAF_EMULATED
+#define DYNAMIC_SHARED(T, name) T* name = reinterpret_cast<T*>(emu_dynamic_shared())
+#else
+#define DYNAMIC_SHARED(T, name) extern __shared__ T name[]
+#endif
+
+// Order-preserving key of a score: unsigned order == f32::total_cmp order
+// (on |x| when abs). Must equal lpaf::backend::topk_key bit for bit.
+__device__ __forceinline__ uint32_t topk_key(float x, int abs_) {
+    uint32_t b = __float_as_uint(x);
+    if (abs_) b &= 0x7fffffffu;
+    return b ^ ((uint32_t)((int32_t)b >> 31) | 0x80000000u);
+}
+
+// Deterministic block sum of f64 values (blockDim.x a multiple of 32, ≤ 1024):
+// each warp's xor tree, then warp 0 combines the warp sums with the same tree.
+// The result is valid in every thread. `scratch` holds 32 doubles.
+__device__ __forceinline__ double block_sum_f64(double v, double* scratch) {
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    const int nwarps = blockDim.x >> 5;
+    v = warp_sum_f64(v);
+    __syncthreads();  // scratch may still be read by a previous call
+    if (lane == 0) scratch[warp] = v;
+    __syncthreads();
+    if (warp == 0) {
+        double w = lane < nwarps ? scratch[lane] : 0.0;
+        w = warp_sum_f64(w);
+        if (lane == 0) scratch[0] = w;
+    }
+    __syncthreads();
+    return scratch[0];
+}
+
+// Exclusive scan of one unsigned count per thread over the block, in thread
+// order (blockDim.x a multiple of 32, ≤ 1024). Returns the thread's exclusive
+// prefix; *total receives the block total. `scratch` holds 33 uint64s.
+__device__ __forceinline__ uint64_t block_exclusive_scan(uint64_t v, uint64_t* scratch, uint64_t* total) {
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    const int nwarps = blockDim.x >> 5;
+    uint64_t incl = v;
+#pragma unroll
+    for (int o = 1; o < 32; o <<= 1) {
+        uint64_t up = __shfl_up_sync(FULL_MASK, incl, o);
+        if (lane >= o) incl += up;
+    }
+    __syncthreads();
+    if (lane == 31) scratch[warp] = incl;
+    __syncthreads();
+    if (warp == 0) {
+        uint64_t w = lane < nwarps ? scratch[lane] : 0;
+        uint64_t wi = w;
+#pragma unroll
+        for (int o = 1; o < 32; o <<= 1) {
+            uint64_t up = __shfl_up_sync(FULL_MASK, wi, o);
+            if (lane >= o) wi += up;
+        }
+        scratch[lane] = wi - w;  // exclusive prefix of warp sums
+        if (lane == 31) scratch[32] = wi;
+    }
+    __syncthreads();
+    uint64_t r = scratch[warp] + incl - v;
+    *total = scratch[32];
+    __syncthreads();
+    return r;
+}
+
+__device__ __forceinline__ uint64_t min_u64(uint64_t a, uint64_t b) { return a < b ? a : b; }

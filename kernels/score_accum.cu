@@ -5,7 +5,7 @@
 // (__fmul_rn, __fadd_rn, ...) so nvcc cannot contract it into an FMA: the
 // results equal the CPU reference (src/backend/cpu/compress.rs) bit for bit.
 // Memory-bound: one 16-byte access per tensor per thread and iteration.
-#include "compress_common.cuh"
+#include "common.cuh"
 
 struct ImpParams {
     float count, count_m1;
@@ -39,7 +39,7 @@ extern "C" __global__ void movement_grads(const float* __restrict__ w, const flo
                                           const unsigned char* __restrict__ mask, float* __restrict__ grad_w,
                                           float* __restrict__ scores, unsigned long long n, int accumulate) {
     const uint64_t n4 = n >> 2;
-    for (uint64_t v = cc_tid(); v < n4; v += cc_stride()) {
+    for (uint64_t v = global_thread(); v < n4; v += global_stride()) {
         float4 w4 = CF4(w, v), g4 = CF4(g, v), a = F4(grad_w, v), s = F4(scores, v);
         uchar4 m4 = CU4(mask, v);
         movement(w4.x, g4.x, m4.x, a.x, s.x, accumulate);
@@ -102,7 +102,7 @@ extern "C" __global__ void losparse_importance(const float* __restrict__ s, cons
                                                float omb2) {
     const ImpParams p{count, count_m1, first, close, b1, omb1, b2, omb2};
     const uint64_t n4 = n >> 2;
-    for (uint64_t v = cc_tid(); v < n4; v += cc_stride()) importance4(v, CF4(s, v), CF4(g, v), ipt, ibar, ubar, p);
+    for (uint64_t v = global_thread(); v < n4; v += global_stride()) importance4(v, CF4(s, v), CF4(g, v), ipt, ibar, ubar, p);
     if (blockIdx.x == 0 && threadIdx.x < (n & 3)) {
         uint64_t i = (n4 << 2) + threadIdx.x;
         importance_at(i, s[i], g[i], ipt, ibar, ubar, p);
@@ -131,7 +131,7 @@ extern "C" __global__ void adamw_importance(float* __restrict__ s, const float* 
                                             int first, int close, float b1, float omb1, float b2, float omb2) {
     const ImpParams p{count, count_m1, first, close, b1, omb1, b2, omb2};
     const uint64_t n4 = n >> 2;
-    for (uint64_t i = cc_tid(); i < n4; i += cc_stride()) {
+    for (uint64_t i = global_thread(); i < n4; i += global_stride()) {
         float4 s4 = F4(s, i), g4 = CF4(grad, i), m4 = F4(m, i), v4 = F4(v, i), gs;
         gs.x = adamw(s4.x, g4.x, m4.x, v4.x, grad_scale, decay, a_omb1, a_b2, a_omb2, step_size, bc2_sqrt, eps);
         gs.y = adamw(s4.y, g4.y, m4.y, v4.y, grad_scale, decay, a_omb1, a_b2, a_omb2, step_size, bc2_sqrt, eps);
@@ -160,7 +160,7 @@ extern "C" __global__ void sigmoid_mask(const float* __restrict__ x, unsigned ch
                                         float coef, unsigned long long* __restrict__ count) {
     const double logit = __longlong_as_double((long long)logit_bits);
     unsigned int kept = 0;
-    for (uint64_t i = cc_tid(); i < n; i += cc_stride()) {
+    for (uint64_t i = global_thread(); i < n; i += global_stride()) {
         float xi = x[i];
         bool k = (double)xi > logit;
         mask[i] = k ? 1 : 0;
@@ -172,6 +172,6 @@ extern "C" __global__ void sigmoid_mask(const float* __restrict__ x, unsigned ch
     }
     // Warp totals, one atomic per warp.
 #pragma unroll
-    for (int o = 16; o > 0; o >>= 1) kept += __shfl_xor_sync(CC_FULL_MASK, kept, o);
+    for (int o = 16; o > 0; o >>= 1) kept += __shfl_xor_sync(FULL_MASK, kept, o);
     if ((threadIdx.x & 31) == 0 && kept) atomicAdd(count, (unsigned long long)kept);
 }

@@ -2,7 +2,7 @@
 // over one or many score tensors, and the pass that writes the masks and
 // applies them.
 //
-// Keys are cc_topk_key (unsigned order == f32::total_cmp). The selection
+// Keys are topk_key (unsigned order == f32::total_cmp). The selection
 // reads the scores twice:
 //   pass 1 (topk_hist1): histogram of the top 12 key bits;
 //   topk_select1 picks the bin holding the k-th largest key;
@@ -17,7 +17,7 @@
 // block to its tensor. The apply pass ranks ties in global index order when only some of
 // them are kept: per-tile tie counts, a scan over tiles, then a block scan
 // per round inside the tile (element order = index order).
-#include "compress_common.cuh"
+#include "common.cuh"
 
 #define TILE 8192
 #define TPB 256
@@ -138,7 +138,7 @@ extern "C" __global__ void __launch_bounds__(TPB) topk_hist1(const unsigned long
         load4(t.seg.scores, t.start + e0, c, v);
 #pragma unroll
         for (int j = 0; j < 4; j++)
-            if (j < c) atomicAdd(&sh[cc_topk_key(v[j], abs_) >> 20], 1u);
+            if (j < c) atomicAdd(&sh[topk_key(v[j], abs_) >> 20], 1u);
     }
     __syncthreads();
     for (int b = threadIdx.x; b < 4096; b += TPB)
@@ -219,13 +219,13 @@ extern "C" __global__ void __launch_bounds__(TPB) topk_hist2(const unsigned long
         load4(t.seg.scores, t.start + e0, c, v);
 #pragma unroll
         for (int j = 0; j < 4; j++) {
-            uint32_t key = cc_topk_key(v[j], abs_);
+            uint32_t key = topk_key(v[j], abs_);
             bool in = j < c && (key >> 20) == top;
             // Few keys fall in the chosen bin; when some do, lanes with the same
             // low bits are merged first so equal keys cost one global atomic.
-            if (__ballot_sync(CC_FULL_MASK, in)) {
+            if (__ballot_sync(FULL_MASK, in)) {
                 uint32_t low = in ? (key & 0xfffffu) : 0xffffffffu;
-                unsigned int peers = __match_any_sync(CC_FULL_MASK, low);
+                unsigned int peers = __match_any_sync(FULL_MASK, low);
                 if (in && lane == __ffs(peers) - 1) {
                     unsigned int cnt = __popc(peers);
                     atomicAdd(&fine[low], cnt);
@@ -274,11 +274,11 @@ extern "C" __global__ void topk_row_keys(const unsigned long long* __restrict__ 
         float x = __ldg(p + j);
         acc += (double)(abs_ ? fabsf(x) : x);
     }
-    acc = cc_warp_sum_f64(acc);
+    acc = warp_sum_f64(acc);
     if (lane == 0) {
         float m = __double2float_rn(acc / (double)cols);
         if (isnan(m)) m = __uint_as_float(0x7fc00000u);
-        keys[row] = cc_topk_key(m, abs_);
+        keys[row] = topk_key(m, abs_);
         cols_out[row] = (unsigned int)cols;
     }
 }
@@ -292,12 +292,12 @@ extern "C" __global__ void __launch_bounds__(1024) topk_row_keep(const unsigned 
                                                                 int partial, unsigned long long quota) {
     __shared__ uint64_t scratch[33];
     const uint64_t per = (rows + blockDim.x - 1) / blockDim.x;
-    const uint64_t lo = cc_min_u64(rows, per * threadIdx.x), hi = cc_min_u64(rows, lo + per);
+    const uint64_t lo = min_u64(rows, per * threadIdx.x), hi = min_u64(rows, lo + per);
     uint64_t ties = 0;
     for (uint64_t r = lo; r < hi; r++)
         if (keys[r] == kth) ties += cols[r];
     uint64_t total;
-    uint64_t before = cc_block_exclusive_scan(ties, scratch, &total);
+    uint64_t before = block_exclusive_scan(ties, scratch, &total);
     for (uint64_t r = lo; r < hi; r++) {
         uint32_t key = keys[r], c = cols[r];
         uint32_t keep;
@@ -335,7 +335,7 @@ extern "C" __global__ void __launch_bounds__(TPB) topk_tie_count(const unsigned 
         float v[4];
         load4(t.seg.scores, t.start + e0, c, v);
 #pragma unroll
-        for (int j = 0; j < 4; j++) n += (j < c && cc_topk_key(v[j], abs_) == kth);
+        for (int j = 0; j < 4; j++) n += (j < c && topk_key(v[j], abs_) == kth);
     }
     if (n) atomicAdd(&total, n);
     __syncthreads();
@@ -348,11 +348,11 @@ extern "C" __global__ void __launch_bounds__(1024) topk_scan_tiles(const unsigne
                                                                   unsigned long long* __restrict__ base) {
     __shared__ uint64_t scratch[33];
     const uint64_t per = (n + blockDim.x - 1) / blockDim.x;
-    const uint64_t lo = cc_min_u64(n, per * threadIdx.x), hi = cc_min_u64(n, lo + per);
+    const uint64_t lo = min_u64(n, per * threadIdx.x), hi = min_u64(n, lo + per);
     uint64_t s = 0;
     for (uint64_t i = lo; i < hi; i++) s += counts[i];
     uint64_t total;
-    uint64_t run = cc_block_exclusive_scan(s, scratch, &total);
+    uint64_t run = block_exclusive_scan(s, scratch, &total);
     for (uint64_t i = lo; i < hi; i++) {
         base[i] = run;
         run += counts[i];
@@ -379,14 +379,14 @@ extern "C" __global__ void __launch_bounds__(TPB) topk_apply_entries(const unsig
             load4(t.seg.scores, t.start + e0, c, v);
 #pragma unroll
             for (int j = 0; j < 4; j++) {
-                uint32_t key = cc_topk_key(v[j], abs_);
+                uint32_t key = topk_key(v[j], abs_);
                 k[j] = j < c && (mode == 1 ? key >= kth : key > kth);
                 tie[j] = mode == 2 && j < c && key == kth;
             }
         }
         if (mode == 2) {  // uniform over the block
             uint64_t mine = (uint64_t)tie[0] + tie[1] + tie[2] + tie[3], total;
-            uint64_t rk = rank + cc_block_exclusive_scan(mine, scratch, &total);
+            uint64_t rk = rank + block_exclusive_scan(mine, scratch, &total);
 #pragma unroll
             for (int j = 0; j < 4; j++) {
                 if (tie[j]) {

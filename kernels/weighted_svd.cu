@@ -6,7 +6,7 @@
 // svd_blend + svd_sum_partials: the EM blend X = Ω⊙W + (1−Ω)⊙A fused with the
 // weighted objective Σ Ω (W − A)², reduced in a fixed order (per-block f64
 // partial sums, then one block per matrix) — no floating-point atomics.
-#include "compress_common.cuh"
+#include "common.cuh"
 
 // One block per matrix of the batch; dynamic shared memory r·r floats.
 // G = L·Lᵀ (lower triangle of G read), with the diagonal shifted by
@@ -110,7 +110,7 @@ __device__ void blend(const float* __restrict__ W, const unsigned char* __restri
             if (write_x) XA[base + i] = a;
         }
     }
-    const double s = cc_block_sum_f64(acc, scratch);
+    const double s = block_sum_f64(acc, scratch);
     if (threadIdx.x == 0) partial[(size_t)blockIdx.y * gridDim.x + blockIdx.x] = s;
 }
 
@@ -129,6 +129,6 @@ extern "C" __global__ void svd_sum_partials(const double* __restrict__ partial, 
     __shared__ double scratch[32];
     double acc = 0.0;
     for (int i = threadIdx.x; i < n; i += blockDim.x) acc += partial[(size_t)blockIdx.x * n + i];
-    const double s = cc_block_sum_f64(acc, scratch);
+    const double s = block_sum_f64(acc, scratch);
     if (threadIdx.x == 0) out[blockIdx.x] = s;
 }
