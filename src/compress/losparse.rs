@@ -193,8 +193,9 @@ impl LoSparseHooks {
         let mut layers = losparse_layers(model);
         let total: usize = layers.iter().map(|l| l.s.numel()).sum();
         // Scores: Ī, or Ī·Ū with uncertainty. Before the first window has
-        // closed Ī is still zero everywhere (every entry would tie and be
-        // kept): the current window's running mean stands in (engine choice).
+        // closed (a run whose cubic phase is shorter than Δ) Ī is still zero
+        // everywhere: every entry ties at the threshold and is kept, so that
+        // pruning keeps all of S, with or without uncertainty.
         let early = self.windows_closed == 0;
         let mut products = Vec::new();
         if s.beta2 < 1.0 && !early {
@@ -221,7 +222,7 @@ impl LoSparseHooks {
             let LowRankSparseLinear {
                 ibar, mask, s: sp, ..
             } = &mut **l;
-            srcs.push(if s.beta2 < 1.0 {
+            srcs.push(if s.beta2 < 1.0 && !early {
                 &products[idx]
             } else {
                 &*ibar

@@ -344,6 +344,31 @@ fn losparse_runs_and_prunes_s_to_its_share() {
 }
 
 #[test]
+fn losparse_with_uncertainty_prunes_before_its_first_window_closes() {
+    // 6 steps, Δ = 10: pruning starts before any importance window closed;
+    // with β2 < 1 that indexed an empty list of Ī·Ū products.
+    let d = tempfile::tempdir().unwrap();
+    write_task(d.path());
+    let r = recipe(
+        "losparse",
+        d.path(),
+        "ls",
+        &[
+            ("losparse.beta2", "0.85"),
+            ("train.steps", "6"),
+            ("losparse.delta_t", "10"),
+            ("losparse.unit_steps", "1"),
+            ("losparse.final_warmup", "2"),
+        ],
+    );
+    let o = run_recipe(&be(), &r, false, true).unwrap();
+    // No window closed, so every S entry tied and was kept: U·V plus all of S.
+    assert!(o.kept_ratio > 1.0, "{}", o.kept_ratio);
+    assert_eq!(o.kept_ratio, check_saved_stats(&d.path().join("ls")));
+    assert!(o.dev_metrics.iter().all(|(_, v)| v.is_finite()));
+}
+
+#[test]
 fn losparse_global_threshold_matches_a_sort() {
     let be = be();
     let (mut m, _) =
