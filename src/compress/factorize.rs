@@ -17,7 +17,7 @@ pub struct Factors {
 
 /// Options of a plain truncated SVD: one step of the weighted solver (with
 /// ω = 1 nothing is weighted), more subspace sweeps from the random start.
-pub fn plain_svd_options(seed: u64) -> WeightedSvdOptions {
+fn plain_svd_options(seed: u64) -> WeightedSvdOptions {
     WeightedSvdOptions {
         max_steps: 1,
         rel_tol: 0.0,
@@ -72,6 +72,17 @@ pub fn factorize(
             })
         })
         .collect()
+}
+
+/// Plain truncated SVD factors of every `ws[k]` at `ranks[k]` (the SVD
+/// baseline and LoSparse's initialisation).
+pub fn plain_svd(
+    be: &dyn Backend,
+    ws: &[Tensor],
+    ranks: &[usize],
+    seed: u64,
+) -> Result<Vec<Factors>> {
+    factorize(be, ws, None, 1.0, ranks, &plain_svd_options(seed))
 }
 
 /// A copy of a replaced layer's bias as the trainable parameter

@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 use crate::backend::{Backend, DType, ImportanceStep, Tensor, TopkRule, TopkScope};
-use crate::compress::factorize::{bias_param, factorize, plain_svd_options};
+use crate::compress::factorize::{bias_param, plain_svd};
 use crate::compress::layers::{sparse_nnz, LowRankSparseLinear};
 use crate::compress::rank::uniform_rank;
 use crate::error::{Error, Result};
@@ -69,14 +69,7 @@ pub fn install_losparse(
             ws.push(be.clone_tensor(&d.weight.value)?);
             ranks.push(uniform_rank(s.rank_ratio, o, i));
         }
-        let factors = factorize(
-            be,
-            &ws,
-            None,
-            1.0,
-            &ranks,
-            &plain_svd_options(seed ^ li as u64),
-        )?;
+        let factors = plain_svd(be, &ws, &ranks, seed ^ li as u64)?;
         for (slot, f) in factors.into_iter().enumerate() {
             let prefix = linear_prefix(li, slot);
             let d = model.layers[li].linears[slot]

@@ -16,7 +16,7 @@ use serde_json::json;
 
 use crate::backend::{Backend, Tensor};
 use crate::compress::distill::{check_teacher, DistillHooks};
-use crate::compress::factorize::{bias_param, factorize, plain_svd_options};
+use crate::compress::factorize::{bias_param, plain_svd};
 use crate::compress::format::{load_compressed, save_compressed, stats_table, CompressionInfo};
 use crate::compress::layers::{FactorizedLinear, MaskKind};
 use crate::compress::losparse::{install_losparse, LoSparseHooks, LoSparseSettings};
@@ -689,14 +689,7 @@ pub fn factorize_dense(
         .zip(&shapes)
         .map(|(h, &(o, i))| be.from_f32(h, &[o, i]))
         .collect::<Result<_>>()?;
-    let factors = factorize(
-        be,
-        &ws,
-        None,
-        1.0,
-        &ranks,
-        &plain_svd_options(recipe.train.seed),
-    )?;
+    let factors = plain_svd(be, &ws, &ranks, recipe.train.seed)?;
     let mut k = 0;
     for (li, layer) in model.layers.iter_mut().enumerate() {
         for s in 0..6 {
