@@ -30,7 +30,9 @@ use arbitrary::Unstructured;
 use rand::{RngCore, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
-use lpaf::backend::{Backend, CpuBackend};
+use lpaf::backend::prelude::*;
+
+use lpaf::backend::CpuBackend;
 use lpaf::model::io::{read_safetensors, write_safetensors, FloatFormat, HostData, HostTensor};
 
 // ---------------------------------------------------------------- memory bound

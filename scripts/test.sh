@@ -9,7 +9,7 @@
 #  3. the CUDA 12 build (README "CUDA 12 or 13": --features cuda12, its own
 #     target dir target/cuda12, seeded from target/debug so that only cudarc
 #     and lpaf compile again): its kernels, then on the emulated device the
-#     tests that launch every kernel (kernels_gpu, gpu_ops) and the driver
+#     tests that launch every kernel (the ops_* modules, backend_core) and the driver
 #     check; LPAF_CUDA12_TESTS=all runs every gpu_ test, =none skips it.
 # Then a build of the benchmarks. Set LPAF_REQUIRE_NVCC=1 to make a missing
 # nvcc (or a failed emulator build) a build error (CI does).
@@ -31,7 +31,7 @@ esac
 # About a minute of structured fuzzing over every loader (no panic, hang or unbounded allocation).
 bash scripts/fuzz.sh --short
 case "${LPAF_CUDA12_TESTS:-subset}" in
-    subset) filters=(kernels_gpu:: gpu_ops:: gpu_old_driver_is_a_clear_error) ;;
+    subset) filters=(ops_ backend_core:: gpu_old_driver_is_a_clear_error) ;;
     all) filters=(gpu_) ;;
     none) filters=() ;;
     *) echo "test.sh: LPAF_CUDA12_TESTS must be subset, all or none" >&2; exit 2 ;;

@@ -11,7 +11,7 @@
 #include "../../kernels/elementwise.cu"
 #include "../../kernels/embedding.cu"
 #include "../../kernels/layernorm.cu"
-#include "../../kernels/optim.cu"
+#include "../../kernels/adamw.cu"
 #include "../../kernels/reduce.cu"
 
 #include <algorithm>

@@ -51,7 +51,7 @@ pub fn magnitude_pruned_like(
     like: &[Vec<f32>],
     shapes: &[(usize, usize)],
 ) -> Result<Vec<Vec<f32>>> {
-    let be = CpuBackend::new();
+    let be: &dyn Backend = &CpuBackend::new();
     let mut pruned = Vec::new();
     for ((w, m), &(o, i)) in dense.iter().zip(like).zip(shapes) {
         let k = m.iter().filter(|&&v| v != 0.0).count();

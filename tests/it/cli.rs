@@ -4,7 +4,9 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use lpaf::backend::{Backend, CpuBackend, Precision};
+use lpaf::backend::prelude::*;
+
+use lpaf::backend::{CpuBackend, Precision};
 use lpaf::data::TaskKind;
 use lpaf::model::bert::DenseFactory;
 use lpaf::model::io::{read_safetensors, write_safetensors, FloatFormat};

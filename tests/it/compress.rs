@@ -6,9 +6,8 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use lpaf::backend::{
-    Backend, CpuBackend, DType, Precision, WeightedSvdOptions, WeightedSvdProblem,
-};
+use lpaf::backend::prelude::*;
+use lpaf::backend::{CpuBackend, DType, Precision, WeightedSvdOptions, WeightedSvdProblem};
 use lpaf::cli::config::ConfigTable;
 use lpaf::compress::format::{
     export_dense, load_compressed, read_compression_info, COMPRESSION_FILE,

@@ -50,7 +50,11 @@ fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
         let p = e.unwrap().path();
         if p.is_dir() {
             rust_files(&p, out);
-        } else if p.extension().is_some_and(|x| x == "rs") {
+        } else if p.extension().is_some_and(|x| x == "rs")
+            // An operation's tests.rs is compiled into this test crate
+            // (tests/it/main.rs), where `crate::` means the test crate.
+            && p.file_name().is_none_or(|f| f != "tests.rs")
+        {
             out.push(p);
         }
     }

@@ -1,6 +1,8 @@
 //! Model tests: finite-difference gradient check on a tiny random BERT, and
 //! parity with transformers on the committed fixtures.
 
+use lpaf::backend::prelude::*;
+
 use lpaf::backend::{Backend, CpuBackend, Precision};
 use lpaf::data::{Batch, Labels, TaskKind};
 use lpaf::model::bert::Bert;

@@ -8,12 +8,12 @@
 //! ([`KArg`]); every launch and cuBLAS call turns a failure into an
 //! [`Error::Cuda`] naming the operation.
 //!
-//! The operations live in submodules: `ops.rs` (memory, GEMM, elementwise,
-//! normalisation, attention, optimizer) and `compress.rs` (the four
-//! compression kernels of docs/algorithms.md §6).
+//! Memory, transfers and the launch helpers are in `base.rs`; every
+//! operation's launcher is in its folder, `src/backend/ops/<operation>/cuda.rs`.
 
-mod compress;
-mod ops;
+mod base;
+
+pub(crate) use base::*;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};

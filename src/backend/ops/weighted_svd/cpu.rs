@@ -1,4 +1,4 @@
-//! CPU reference of the sparsity-aware (weighted) SVD, docs/algorithms.md §4.2: EM
+//! The CPU reference of `WeightedSvdOps`: the sparsity-aware (weighted) SVD, docs/algorithms.md §4.2: EM
 //! (Srebro & Jaakkola 2003) around a warm-started subspace iteration, in f64.
 //! The algorithm is spelled out on [`WeightedSvdOptions`].
 //!
@@ -12,27 +12,30 @@ use faer::linalg::qr::no_pivoting::factor as qr;
 use faer::{Mat, Par};
 use rayon::prelude::*;
 
-use super::{f32s, u8s, CHUNK};
+use crate::backend::cpu::{f32s, u8s, CHUNK};
 use crate::backend::*;
 use crate::error::{Error, Result};
 
-pub fn weighted_svd(
-    problems: &[WeightedSvdProblem<'_>],
-    opts: &WeightedSvdOptions,
-) -> Result<Vec<WeightedSvdResult>> {
-    let op = "weighted_svd";
-    let mut dims = Vec::with_capacity(problems.len());
-    for (i, p) in problems.iter().enumerate() {
-        let d = check_svd_problem(op, i, p)?;
-        f32s(op, &format!("problem {i}: w"), p.w)?;
-        u8s(op, &format!("problem {i}: mask"), p.mask)?;
-        dims.push(d);
+impl WeightedSvdOps for CpuBackend {
+    fn weighted_svd(
+        &self,
+        problems: &[WeightedSvdProblem<'_>],
+        opts: &WeightedSvdOptions,
+    ) -> Result<Vec<WeightedSvdResult>> {
+        let op = "weighted_svd";
+        let mut dims = Vec::with_capacity(problems.len());
+        for (i, p) in problems.iter().enumerate() {
+            let d = check_svd_problem(op, i, p)?;
+            f32s(op, &format!("problem {i}: w"), p.w)?;
+            u8s(op, &format!("problem {i}: mask"), p.mask)?;
+            dims.push(d);
+        }
+        problems
+            .par_iter()
+            .enumerate()
+            .map(|(i, p)| solve(op, i, p, dims[i], opts))
+            .collect()
     }
-    problems
-        .par_iter()
-        .enumerate()
-        .map(|(i, p)| solve(op, i, p, dims[i], opts))
-        .collect()
 }
 
 /// `C = op(A)·op(B) (+ C when accumulate)`, row-major f64 (`C` is `m × n`).

@@ -1,5 +1,5 @@
 // AdamW in one fused pass over (p, g, m, v), in exactly the order of
-// adamw_element (src/backend/cpu/mod.rs), i.e. torch.optim.AdamW's
+// adamw_element (src/backend/ops/adamw/cpu.rs), i.e. torch.optim.AdamW's
 // single-tensor path:
 //   g = grad·grad_scale
 //   p = p·decay                      (decay = 1 − lr·wd)

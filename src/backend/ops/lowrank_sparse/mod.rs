@@ -5,11 +5,13 @@
 //! the CUDA path are therefore the same composition; only the primitives
 //! differ (and are tested against each other one by one).
 
-use super::{Backend, DType, Gemm, LowrankDims, Precision, Tensor};
+pub(crate) mod bench;
+
+use crate::backend::{want_dtype, Backend, DType, Gemm, Precision, Tensor};
 use crate::error::{Error, Result};
 
 fn check_numel(op: &str, name: &str, t: &Tensor, want: usize) -> Result<()> {
-    super::cpu::check_len(op, name, t.numel(), want)
+    crate::backend::cpu::check_len(op, name, t.numel(), want)
 }
 
 /// Fused low-rank + sparse forward: `w_eff = U·V + M⊙S` (`S`, `M` optional;
@@ -157,4 +159,77 @@ pub fn backward<B: Backend + ?Sized>(
         }
     }
     Ok(())
+}
+
+/// Shapes of a fused low-rank + sparse layer (see [`lowrank_sparse::forward`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LowrankDims {
+    /// Rows of `x` (tokens).
+    pub n: usize,
+    pub inp: usize,
+    pub out: usize,
+    pub rank: usize,
+}
+
+impl LowrankDims {
+    /// Checks `x`, `u` (`out × r`), `v` (`r × in`) and the optional tensors
+    /// (`out × in` ones by element count, `bias` of `out`).
+    pub fn check(
+        op: &str,
+        x: &Tensor,
+        u: &Tensor,
+        v: &Tensor,
+        out_by_in: &[(&str, Option<&Tensor>, DType)],
+        bias: Option<&Tensor>,
+    ) -> Result<LowrankDims> {
+        if u.shape().len() != 2 || v.shape().len() != 2 {
+            return Err(Error::shape(
+                op,
+                format!("u {:?} and v {:?} must be matrices", u.shape(), v.shape()),
+            ));
+        }
+        let (out, rank) = (u.shape()[0], u.shape()[1]);
+        let (rv, inp) = (v.shape()[0], v.shape()[1]);
+        if rv != rank {
+            return Err(Error::shape(
+                op,
+                format!(
+                    "u {:?} and v {:?} disagree on the rank",
+                    u.shape(),
+                    v.shape()
+                ),
+            ));
+        }
+        want_dtype(op, "x", x, DType::F32)?;
+        want_dtype(op, "u", u, DType::F32)?;
+        want_dtype(op, "v", v, DType::F32)?;
+        if inp == 0 || x.numel() % inp != 0 || x.shape().last() != Some(&inp) {
+            return Err(Error::shape(
+                op,
+                format!("x {:?} must have {inp} columns", x.shape()),
+            ));
+        }
+        let n = x.numel() / inp;
+        for (name, t, dt) in out_by_in {
+            if let Some(t) = t {
+                want_dtype(op, name, t, *dt)?;
+                if t.numel() != out * inp {
+                    return Err(Error::shape(
+                        op,
+                        format!("{name} {:?} must have {out}×{inp} elements", t.shape()),
+                    ));
+                }
+            }
+        }
+        if let Some(b) = bias {
+            want_dtype(op, "bias", b, DType::F32)?;
+            if b.numel() != out {
+                return Err(Error::shape(
+                    op,
+                    format!("bias {:?} must have {out} elements", b.shape()),
+                ));
+            }
+        }
+        Ok(LowrankDims { n, inp, out, rank })
+    }
 }

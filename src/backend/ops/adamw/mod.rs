@@ -1,0 +1,47 @@
+//! The AdamW update, in `torch.optim.AdamW`'s order (`kernels/adamw.cu`).
+//!
+//! The contract is the trait below; `cpu.rs` is the reference, `cuda.rs` the launcher.
+
+mod cpu;
+mod cuda;
+
+use crate::backend::*;
+use crate::error::Result;
+
+/// Hyper-parameters of one AdamW step, as `torch.optim.AdamW` computes it:
+/// `g = grad·grad_scale; m = β1·m + (1-β1)·g; v = β2·v + (1-β2)·g²;
+/// p ← p·(1 − lr·wd); p ← p − lr/bc1 · m / (√v/√bc2 + eps)`
+/// with `bc1 = 1 − β1^t`, `bc2 = 1 − β2^t`.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct AdamWStep {
+    pub lr: f32,
+    pub beta1: f32,
+    pub beta2: f32,
+    pub eps: f32,
+    pub weight_decay: f32,
+    /// 1-based step count `t`.
+    pub step: u64,
+    /// Multiplies the gradient first (gradient clipping / accumulation averaging).
+    pub grad_scale: f32,
+}
+
+impl AdamWStep {
+    pub fn bias_corrections(&self) -> (f32, f32) {
+        let t = self.step as i32;
+        (1.0 - self.beta1.powi(t), 1.0 - self.beta2.powi(t))
+    }
+}
+
+/// The AdamW update, in `torch.optim.AdamW`'s order (`kernels/adamw.cu`).
+#[allow(clippy::wrong_self_convention)]
+pub trait AdamWOps {
+    /// One AdamW update of `p` in place (see [`AdamWStep`]).
+    fn adamw(
+        &self,
+        p: &mut Tensor,
+        g: &Tensor,
+        m: &mut Tensor,
+        v: &mut Tensor,
+        hp: &AdamWStep,
+    ) -> Result<()>;
+}

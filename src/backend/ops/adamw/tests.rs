@@ -1,0 +1,86 @@
+//! AdamW in torch.optim.AdamW's order: CUDA against the CPU.
+//!
+//! Part of the integration-test crate (`tests/it/main.rs` includes it).
+
+use lpaf::Error;
+
+use lpaf::backend::prelude::*;
+use lpaf::backend::*;
+
+use crate::common::*;
+use crate::ops_support::*;
+
+#[test]
+fn gpu_adamw_matches_torch_order() {
+    let g = gpu_or_skip!("gpu_adamw_matches_torch_order");
+    let c = cpu();
+    let n = HIDDEN * INTER + 3;
+    let p0 = rand_vec(140, n, 0.05);
+    let g0 = rand_vec(141, n, 1e-2);
+    let m0 = rand_vec(142, n, 1e-3);
+    let v0 = rand_pos(143, n, 0.0, 1e-5);
+    for hp in [
+        AdamWStep {
+            lr: 2e-5,
+            beta1: 0.9,
+            beta2: 0.999,
+            eps: 1e-6,
+            weight_decay: 0.01,
+            step: 7,
+            grad_scale: 0.5,
+        },
+        AdamWStep {
+            lr: 1e-3,
+            beta1: 0.8,
+            beta2: 0.99,
+            eps: 1e-8,
+            weight_decay: 0.0,
+            step: 1,
+            grad_scale: 1.0,
+        },
+    ] {
+        let (mut pg, mut mg, mut vg) = (
+            put(&*g, &p0, &[n]),
+            put(&*g, &m0, &[n]),
+            put(&*g, &v0, &[n]),
+        );
+        let (mut pc, mut mc, mut vc) = (put(&c, &p0, &[n]), put(&c, &m0, &[n]), put(&c, &v0, &[n]));
+        g.adamw(&mut pg, &put(&*g, &g0, &[n]), &mut mg, &mut vg, &hp)
+            .unwrap();
+        c.adamw(&mut pc, &put(&c, &g0, &[n]), &mut mc, &mut vc, &hp)
+            .unwrap();
+        let (gp, cp) = (host(&*g, &pg), host(&c, &pc));
+        // Relative to the update itself, not to p (which barely moves).
+        let dg: Vec<f32> = gp.iter().zip(&p0).map(|(a, b)| a - b).collect();
+        let dc: Vec<f32> = cp.iter().zip(&p0).map(|(a, b)| a - b).collect();
+        assert_close("adamw update", &dg, &dc, F32_TOL);
+        assert_close("adamw p", &gp, &cp, F32_TOL);
+        assert_close("adamw m", &host(&*g, &mg), &host(&c, &mc), F32_TOL);
+        assert_close("adamw v", &host(&*g, &vg), &host(&c, &vc), F32_TOL);
+        // Every operation is explicitly rounded in the CPU's order: expected bit-exact.
+        let differing = gp
+            .iter()
+            .zip(&cp)
+            .filter(|(a, b)| a.to_bits() != b.to_bits())
+            .count();
+        eprintln!(
+            "adamw step {}: {differing} of {n} parameters differ in any bit from the CPU",
+            hp.step
+        );
+    }
+    let mut short = g.zeros(&[n - 1], DType::F32).unwrap();
+    let hp = AdamWStep {
+        lr: 1e-3,
+        beta1: 0.9,
+        beta2: 0.999,
+        eps: 1e-8,
+        weight_decay: 0.0,
+        step: 1,
+        grad_scale: 1.0,
+    };
+    let (mut pg, mut vg) = (put(&*g, &p0, &[n]), put(&*g, &v0, &[n]));
+    assert!(matches!(
+        g.adamw(&mut pg, &put(&*g, &g0, &[n]), &mut short, &mut vg, &hp),
+        Err(Error::Shape { .. })
+    ));
+}
