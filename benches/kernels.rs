@@ -1,5 +1,5 @@
-//! Criterion benchmarks of the four compression kernels
-//! (docs/algorithms.md §6), on the CPU at CI-friendly sizes and, when a CUDA
+//! Criterion benchmarks of every operation's workload (the compression kernels
+//! of docs/algorithms.md §6 and the basic operations), on the CPU at CI-friendly sizes and, when a CUDA
 //! device is usable, on the GPU at BERT-base sizes. Memory-bound kernels report
 //! bytes/s; for the others the "elements" of the throughput are FLOPs. The
 //! workloads are those of `lpaf::bench::kernels` (`lpaf bench kernels` prints
@@ -34,6 +34,10 @@ fn workloads(be: &dyn Backend, s: &Sizes) -> Vec<Box<dyn Workload>> {
     push(WeightedSvd::new(be, s.svd_scale, s.steps, 0).map(|x| Box::new(x) as _));
     for kind in [LayerKind::Fused, LayerKind::TwoPath, LayerKind::Dense] {
         push(Layer::new(be, kind, Precision::F32, s.layer_scale, 0).map(|x| Box::new(x) as _));
+    }
+    match basic_workloads(be, s.layer_scale, 0) {
+        Ok(b) => w.extend(b),
+        Err(e) => eprintln!("skipping the basic operations' workloads: {e}"),
     }
     w
 }

@@ -1,7 +1,8 @@
-//! `lpaf bench kernels`: the four compression kernels of docs/algorithms.md §6
-//! measured on one backend, against the ceilings measured in the same run
-//! (device-to-device copy bandwidth, GEMM rate at fp32 / tf32 / bf16), with the
-//! goals of the kernel work and whether they are met.
+//! `lpaf bench kernels`: every operation's workload (each folder's
+//! `src/backend/ops/<operation>/bench.rs`) measured on one backend, against the
+//! ceilings measured in the same run (device-to-device copy bandwidth, GEMM
+//! rate at fp32 / tf32 / bf16), with the goals of the compression kernels
+//! (docs/algorithms.md §6) and whether they are met.
 //!
 //! Every workload counts its FLOPs and the fewest bytes it must move; a time is
 //! the median over `repeats` samples after `warmup` runs, each sample a batch
@@ -19,6 +20,7 @@ use std::time::Instant;
 
 use serde::Serialize;
 
+use crate::backend::ops;
 pub use crate::backend::ops::workload::*;
 use crate::backend::*;
 use crate::error::Result;
@@ -407,7 +409,46 @@ pub fn run(backend: &dyn Backend, opts: &KernelBenchOptions) -> Result<KernelBen
             &vs_dense_info,
         );
     }
+    // Every other operation's workloads (each folder's bench.rs), measured
+    // against the same ceilings.
+    for group in BASIC_OPS {
+        match group(be, s, seed) {
+            Ok(ws) => {
+                for w in ws {
+                    add(&mut report, Ok(w), &no_goal);
+                }
+            }
+            Err(e) => {
+                add(&mut report, Err(e), &no_goal);
+            }
+        }
+    }
     Ok(report)
+}
+
+/// An operation folder's `bench::workloads`.
+type WorkloadsFn = fn(&dyn Backend, f64, u64) -> Result<Vec<Box<dyn Workload>>>;
+
+/// The folders whose workloads have no goal of their own (the compression
+/// kernels' rows above carry theirs).
+const BASIC_OPS: [WorkloadsFn; 7] = [
+    ops::gemm::bench::workloads,
+    ops::elementwise::bench::workloads,
+    ops::layernorm::bench::workloads,
+    ops::attention::bench::workloads,
+    ops::embedding::bench::workloads,
+    ops::reduce::bench::workloads,
+    ops::adamw::bench::workloads,
+];
+
+/// The workloads of every operation other than the compression kernels, for
+/// `benches/kernels.rs`.
+pub fn basic_workloads(be: &dyn Backend, scale: f64, seed: u64) -> Result<Vec<Box<dyn Workload>>> {
+    let mut out = Vec::new();
+    for group in BASIC_OPS {
+        out.extend(group(be, scale, seed)?);
+    }
+    Ok(out)
 }
 
 impl KernelBenchReport {

@@ -38,7 +38,7 @@ pub enum Command {
     Export(ExportArgs),
     /// Per-matrix rank / nnz / kept ratio of a model directory; --rank adds numerical ranks.
     Info(InfoArgs),
-    /// Benchmarks: `kernels` (the four compression kernels vs the card's ceilings) or `train` (step times).
+    /// Benchmarks: `kernels` (every operation against the ceilings measured in the same run) or `train` (step times).
     Bench(BenchArgs),
     /// Convert a model's weights to f16 / bf16 / f32 (e.g. to carry an F16 copy).
     Convert(ConvertArgs),

@@ -72,3 +72,77 @@ pub fn precision_name(p: Precision) -> &'static str {
         Precision::Bf16 => "bf16",
     }
 }
+
+/// A workload whose run is a closure over the tensors it owns: how the
+/// operations with one call per run (elementwise, LayerNorm, softmax, …)
+/// state theirs in a few lines.
+pub struct OpWorkload {
+    pub name: String,
+    pub size: String,
+    pub bound: Bound,
+    pub flops: f64,
+    pub bytes: f64,
+    #[allow(clippy::type_complexity)]
+    pub run: Box<dyn FnMut(&dyn Backend) -> Result<()>>,
+}
+
+impl OpWorkload {
+    /// A memory-bound workload.
+    pub fn memory(
+        name: &str,
+        size: String,
+        flops: f64,
+        bytes: f64,
+        run: impl FnMut(&dyn Backend) -> Result<()> + 'static,
+    ) -> Box<dyn Workload> {
+        Box::new(OpWorkload {
+            name: name.to_string(),
+            size,
+            bound: Bound::Memory,
+            flops,
+            bytes,
+            run: Box::new(run),
+        })
+    }
+}
+
+impl Workload for OpWorkload {
+    fn name(&self) -> String {
+        self.name.clone()
+    }
+    fn size(&self) -> String {
+        self.size.clone()
+    }
+    fn bound(&self) -> Bound {
+        self.bound
+    }
+    fn flops(&self) -> f64 {
+        self.flops
+    }
+    fn bytes(&self) -> f64 {
+        self.bytes
+    }
+    fn run(&mut self, be: &dyn Backend) -> Result<()> {
+        (self.run)(be)
+    }
+}
+
+/// An F32 tensor of Philox values in `[-amp, amp)`.
+pub fn rand_tensor(
+    be: &dyn Backend,
+    seed: u64,
+    stream: u64,
+    shape: &[usize],
+    amp: f32,
+) -> Result<Tensor> {
+    let n = shape.iter().product();
+    be.from_f32(&rand_f32(seed, stream, n, amp), shape)
+}
+
+/// The attention shape of BERT-base at a scale: (batch, heads, sequence),
+/// sequence 128 and 64-wide heads, the batch from the token count.
+pub fn attention_dims(scale: f64) -> (usize, usize, usize) {
+    let (h, n) = scaled_dims(scale);
+    let s = 128.min(n);
+    ((n / s).max(1), (h / 64).max(1), s)
+}

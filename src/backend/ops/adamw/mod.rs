@@ -1,7 +1,11 @@
 //! The AdamW update, in `torch.optim.AdamW`'s order (`kernels/adamw.cu`).
 //!
-//! The contract is the trait below; `cpu.rs` is the reference, `cuda.rs` the launcher.
+//! In this folder: the contract (the trait below, its parameter types and
+//! checks), the CPU reference (`cpu.rs`), the CUDA launcher (`cuda.rs`), the
+//! test bodies (`tests.rs`, run on every device present) and the benchmark
+//! workloads (`bench.rs`).
 
+pub(crate) mod bench;
 mod cpu;
 mod cuda;
 
@@ -33,7 +37,6 @@ impl AdamWStep {
 }
 
 /// The AdamW update, in `torch.optim.AdamW`'s order (`kernels/adamw.cu`).
-#[allow(clippy::wrong_self_convention)]
 pub trait AdamWOps {
     /// One AdamW update of `p` in place (see [`AdamWStep`]).
     fn adamw(

@@ -1,7 +1,11 @@
 //! Attention's head permutations and masked softmax, forward and backward (`kernels/attention.cu`).
 //!
-//! The contract is the trait below; `cpu.rs` is the reference, `cuda.rs` the launcher.
+//! In this folder: the contract (the trait below, its parameter types and
+//! checks), the CPU reference (`cpu.rs`), the CUDA launcher (`cuda.rs`), the
+//! test bodies (`tests.rs`, run on every device present) and the benchmark
+//! workloads (`bench.rs`).
 
+pub(crate) mod bench;
 mod cpu;
 mod cuda;
 
@@ -9,7 +13,6 @@ use crate::backend::*;
 use crate::error::Result;
 
 /// Attention's head permutations and masked softmax, forward and backward (`kernels/attention.cu`).
-#[allow(clippy::wrong_self_convention)]
 pub trait AttentionOps {
     /// `[B·S, H·D] → [B, H, S, D]`.
     fn split_heads(

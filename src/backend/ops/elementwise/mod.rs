@@ -1,7 +1,11 @@
 //! Elementwise maps, masks, bias, activations, dropout and strided row copies (`kernels/elementwise.cu`).
 //!
-//! The contract is the trait below; `cpu.rs` is the reference, `cuda.rs` the launcher.
+//! In this folder: the contract (the trait below, its parameter types and
+//! checks), the CPU reference (`cpu.rs`), the CUDA launcher (`cuda.rs`), the
+//! test bodies (`tests.rs`, run on every device present) and the benchmark
+//! workloads (`bench.rs`).
 
+pub(crate) mod bench;
 mod cpu;
 mod cuda;
 
@@ -23,9 +27,7 @@ pub struct RowCopy {
 }
 
 /// Elementwise maps, masks, bias, activations, dropout and strided row copies (`kernels/elementwise.cu`).
-#[allow(clippy::wrong_self_convention)]
 pub trait ElementwiseOps {
-    // ---- elementwise and reductions (all F32 unless said) ---------------------
     /// `y = alpha·x + beta·y`.
     fn axpby(&self, alpha: f32, x: &Tensor, beta: f32, y: &mut Tensor) -> Result<()>;
 

@@ -1,7 +1,11 @@
 //! Embedding lookups: row gather and the deterministic scatter-add of their gradient (`kernels/embedding.cu`).
 //!
-//! The contract is the trait below; `cpu.rs` is the reference, `cuda.rs` the launcher.
+//! In this folder: the contract (the trait below, its parameter types and
+//! checks), the CPU reference (`cpu.rs`), the CUDA launcher (`cuda.rs`), the
+//! test bodies (`tests.rs`, run on every device present) and the benchmark
+//! workloads (`bench.rs`).
 
+pub(crate) mod bench;
 mod cpu;
 mod cuda;
 
@@ -9,7 +13,6 @@ use crate::backend::*;
 use crate::error::Result;
 
 /// Embedding lookups: row gather and the deterministic scatter-add of their gradient (`kernels/embedding.cu`).
-#[allow(clippy::wrong_self_convention)]
 pub trait EmbeddingOps {
     /// `out[i] (+)= table[ids[i]]` (ids I32; each must be `< table rows`).
     fn gather_rows(

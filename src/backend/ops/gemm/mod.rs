@@ -1,6 +1,9 @@
 //! Matrix products (cuBLAS on CUDA, the `gemm` crate on the CPU).
 //!
-//! The contract is the trait below; `cpu.rs` is the reference, `cuda.rs` the launcher.
+//! In this folder: the contract (the trait below, its parameter types and
+//! checks), the CPU reference (`cpu.rs`), the CUDA launcher (`cuda.rs`), the
+//! test bodies (`tests.rs`, run on every device present) and the benchmark
+//! workloads (`bench.rs`).
 
 pub(crate) mod bench;
 mod cpu;
@@ -151,8 +154,6 @@ impl Gemm {
 }
 
 /// Matrix products (cuBLAS on CUDA, the `gemm` crate on the CPU).
-#[allow(clippy::wrong_self_convention)]
 pub trait GemmOps {
-    // ---- dense linear algebra -------------------------------------------------
     fn gemm(&self, g: &Gemm, a: &Tensor, b: &Tensor, c: &mut Tensor) -> Result<()>;
 }

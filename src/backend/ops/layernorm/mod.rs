@@ -1,7 +1,11 @@
 //! Row-wise LayerNorm forward and backward (`kernels/layernorm.cu`).
 //!
-//! The contract is the trait below; `cpu.rs` is the reference, `cuda.rs` the launcher.
+//! In this folder: the contract (the trait below, its parameter types and
+//! checks), the CPU reference (`cpu.rs`), the CUDA launcher (`cuda.rs`), the
+//! test bodies (`tests.rs`, run on every device present) and the benchmark
+//! workloads (`bench.rs`).
 
+pub(crate) mod bench;
 mod cpu;
 mod cuda;
 
@@ -9,7 +13,6 @@ use crate::backend::*;
 use crate::error::Result;
 
 /// Row-wise LayerNorm forward and backward (`kernels/layernorm.cu`).
-#[allow(clippy::wrong_self_convention)]
 pub trait LayerNormOps {
     /// Row-wise LayerNorm over the last dimension; also writes the row mean
     /// and `1/√(var + eps)` for the backward.

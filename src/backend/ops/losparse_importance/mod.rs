@@ -1,6 +1,9 @@
 //! LoSparse's sensitivity importance, alone or fused with AdamW on `S` (`kernels/losparse_importance.cu`; docs/algorithms.md §5).
 //!
-//! The contract is the trait below; `cpu.rs` is the reference, `cuda.rs` the launcher.
+//! In this folder: the contract (the trait below, its parameter types and
+//! checks), the CPU reference (`cpu.rs`), the CUDA launcher (`cuda.rs`), the
+//! test bodies (`tests.rs`, run on every device present) and the benchmark
+//! workloads (`bench.rs`).
 
 pub(crate) mod bench;
 mod cpu;
@@ -29,7 +32,6 @@ pub struct ImportanceStep {
 }
 
 /// LoSparse's sensitivity importance, alone or fused with AdamW on `S` (`kernels/losparse_importance.cu`; docs/algorithms.md §5).
-#[allow(clippy::wrong_self_convention)]
 pub trait LosparseImportanceOps: BackendCore + AdamWOps + ElementwiseOps {
     /// LoSparse's importance update in one pass (see [`ImportanceStep`]).
     fn losparse_importance(

@@ -1,6 +1,9 @@
 //! Movement pruning's score accumulation and the soft-movement sigmoid mask (`kernels/movement.cu`; docs/algorithms.md §2).
 //!
-//! The contract is the trait below; `cpu.rs` is the reference, `cuda.rs` the launcher.
+//! In this folder: the contract (the trait below, its parameter types and
+//! checks), the CPU reference (`cpu.rs`), the CUDA launcher (`cuda.rs`), the
+//! test bodies (`tests.rs`, run on every device present) and the benchmark
+//! workloads (`bench.rs`).
 
 pub(crate) mod bench;
 mod cpu;
@@ -21,9 +24,7 @@ pub enum ScoreRule {
 }
 
 /// Movement pruning's score accumulation and the soft-movement sigmoid mask (`kernels/movement.cu`; docs/algorithms.md §2).
-#[allow(clippy::wrong_self_convention)]
 pub trait MovementOps {
-    // ---- the four compression kernels (docs/algorithms.md §6) ------------------
     /// Movement pruning's straight-through backward in one pass over
     /// `W`, `G = ∂L/∂W'` and the U8 mask: `grad_w += G⊙M`, and
     /// `scores += G⊙W` ([`ScoreRule::Adam`]: `scores` is `∂L/∂Sc`) or

@@ -1,7 +1,11 @@
 //! Reductions in a fixed order: column sums and the sum of squares (`kernels/reduce.cu`).
 //!
-//! The contract is the trait below; `cpu.rs` is the reference, `cuda.rs` the launcher.
+//! In this folder: the contract (the trait below, its parameter types and
+//! checks), the CPU reference (`cpu.rs`), the CUDA launcher (`cuda.rs`), the
+//! test bodies (`tests.rs`, run on every device present) and the benchmark
+//! workloads (`bench.rs`).
 
+pub(crate) mod bench;
 mod cpu;
 mod cuda;
 
@@ -9,7 +13,6 @@ use crate::backend::*;
 use crate::error::Result;
 
 /// Reductions in a fixed order: column sums and the sum of squares (`kernels/reduce.cu`).
-#[allow(clippy::wrong_self_convention)]
 pub trait ReduceOps {
     /// `out[c] (+)= Σ_r x[r, c]` for `x` viewed as `rows × out.numel()`.
     fn col_sum(&self, x: &Tensor, out: &mut Tensor, accumulate: bool) -> Result<()>;

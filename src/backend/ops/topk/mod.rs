@@ -1,6 +1,9 @@
 //! Exact top-k thresholds (radix select) and the masks they give (`kernels/topk.cu`; docs/algorithms.md §6).
 //!
-//! The contract is the trait below; `cpu.rs` is the reference, `cuda.rs` the launcher.
+//! In this folder: the contract (the trait below, its parameter types and
+//! checks), the CPU reference (`cpu.rs`), the CUDA launcher (`cuda.rs`), the
+//! test bodies (`tests.rs`, run on every device present) and the benchmark
+//! workloads (`bench.rs`).
 
 pub(crate) mod bench;
 mod cpu;
@@ -234,7 +237,6 @@ pub fn check_topk_scores(op: &str, scores: &[&Tensor], k: usize) -> Result<usize
 }
 
 /// Exact top-k thresholds (radix select) and the masks they give (`kernels/topk.cu`; docs/algorithms.md §6).
-#[allow(clippy::wrong_self_convention)]
 pub trait TopkOps {
     /// Finds the top-k threshold over one or several score tensors of any
     /// shapes (F32). `k` counts entries and must be `≤` their total number

@@ -1,6 +1,9 @@
 //! The sparsity-aware (weighted) SVD of docs/algorithms.md §4.2 (`kernels/weighted_svd.cu`).
 //!
-//! The contract is the trait below; `cpu.rs` is the reference, `cuda.rs` the launcher.
+//! In this folder: the contract (the trait below, its parameter types and
+//! checks), the CPU reference (`cpu.rs`), the CUDA launcher (`cuda.rs`), the
+//! test bodies (`tests.rs`, run on every device present) and the benchmark
+//! workloads (`bench.rs`).
 
 pub(crate) mod batched;
 pub(crate) mod bench;
@@ -132,7 +135,6 @@ pub fn check_svd_problem(op: &str, i: usize, p: &WeightedSvdProblem<'_>) -> Resu
 }
 
 /// The sparsity-aware (weighted) SVD of docs/algorithms.md §4.2 (`kernels/weighted_svd.cu`).
-#[allow(clippy::wrong_self_convention)]
 pub trait WeightedSvdOps {
     /// The sparsity-aware SVD of docs/algorithms.md §4.2, batched over matrices of mixed
     /// shapes and ranks (see [`WeightedSvdOptions`] for the algorithm).
