@@ -16,14 +16,6 @@ macro_rules! gpu_or_skip {
 }
 pub(crate) use gpu_or_skip;
 
-pub fn t(data: Vec<f32>, shape: &[usize]) -> Tensor {
-    Tensor::cpu_f32(data, shape).unwrap()
-}
-
-pub fn tu8(data: Vec<u8>, shape: &[usize]) -> Tensor {
-    Tensor::cpu_u8(data, shape).unwrap()
-}
-
 pub fn f64s(v: &[f32]) -> Vec<f64> {
     v.iter().map(|&x| x as f64).collect()
 }
@@ -58,12 +50,12 @@ pub fn tr(a: &[f64], m: usize, n: usize) -> Vec<f64> {
     t
 }
 
-pub fn product(res: &WeightedSvdResult) -> Vec<f64> {
+pub fn product(be: &dyn Backend, res: &WeightedSvdResult) -> Vec<f64> {
     let (o, r) = (res.u.shape()[0], res.u.shape()[1]);
     let n = res.v.shape()[1];
     mm(
-        &f64s(res.u.host_f32().unwrap()),
-        &f64s(res.v.host_f32().unwrap()),
+        &f64s(&be.to_f32(&res.u).unwrap()),
+        &f64s(&be.to_f32(&res.v).unwrap()),
         o,
         r,
         n,
@@ -133,4 +125,38 @@ pub fn rand_pos(seed: u64, n: usize, lo: f32, hi: f32) -> Vec<f32> {
         .into_iter()
         .map(|u| lo + (u + 1.0) * 0.5 * (hi - lo))
         .collect()
+}
+
+/// One test body run on every device present (candle's `test_device!`):
+/// `test_device!(body)` makes `body::on_cpu`, and `body::gpu_on_cuda` on the
+/// CUDA device (the emulated one in CI; it skips without a device, or fails
+/// with `LPAF_REQUIRE_GPU=1`). A body is `fn body(be: &dyn Backend)`.
+macro_rules! test_device {
+    ($($body:ident),* $(,)?) => {
+        $(
+            mod $body {
+                #[test]
+                fn on_cpu() {
+                    super::$body(&lpaf::backend::CpuBackend::new());
+                }
+                #[test]
+                fn gpu_on_cuda() {
+                    if let Some(g) = lpaf::backend::gpu_for_test(concat!(stringify!($body), " on CUDA")) {
+                        super::$body(&*g);
+                    }
+                }
+            }
+        )*
+    };
+}
+pub(crate) use test_device;
+
+/// An F32 tensor on `be`.
+pub fn tb(be: &dyn Backend, data: Vec<f32>, shape: &[usize]) -> Tensor {
+    be.from_f32(&data, shape).unwrap()
+}
+
+/// A U8 tensor on `be`.
+pub fn tu8b(be: &dyn Backend, data: Vec<u8>, shape: &[usize]) -> Tensor {
+    be.from_u8(&data, shape).unwrap()
 }

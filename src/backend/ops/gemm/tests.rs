@@ -116,17 +116,6 @@ fn gemm_with_empty_dimensions(be: &dyn Backend) {
 }
 
 #[test]
-fn cpu_gemm_with_empty_dimensions() {
-    gemm_with_empty_dimensions(&cpu());
-}
-
-#[test]
-fn gpu_gemm_with_empty_dimensions() {
-    let g = gpu_or_skip!("gpu_gemm_with_empty_dimensions");
-    gemm_with_empty_dimensions(&*g);
-}
-
-#[test]
 fn gpu_gemm_linear_layer_shapes() {
     let g = gpu_or_skip!("gpu_gemm_linear_layer_shapes");
     let c = cpu();
@@ -231,3 +220,5 @@ fn gpu_gemm_strided_batched_with_offsets() {
         );
     }
 }
+
+test_device!(gemm_with_empty_dimensions);

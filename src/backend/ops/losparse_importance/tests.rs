@@ -28,16 +28,14 @@ impl NaiveImportance {
     }
 }
 
-#[test]
-fn losparse_importance_windows_match_naive() {
-    let be = cpu();
+fn losparse_importance_windows_match_naive(be: &dyn Backend) {
     let n = 2048 + 3;
     let (b1, b2) = (0.85f32, 0.95f32);
-    let mut ipt = t(vec![0.0; n], &[n]);
-    let mut ibar = t(vec![0.0; n], &[n]);
-    let mut ubar = t(vec![0.0; n], &[n]);
-    let mut ibar_only = t(vec![0.0; n], &[n]);
-    let mut ipt2 = t(vec![0.0; n], &[n]);
+    let mut ipt = tb(be, vec![0.0; n], &[n]);
+    let mut ibar = tb(be, vec![0.0; n], &[n]);
+    let mut ubar = tb(be, vec![0.0; n], &[n]);
+    let mut ibar_only = tb(be, vec![0.0; n], &[n]);
+    let mut ipt2 = tb(be, vec![0.0; n], &[n]);
     let mut naive = NaiveImportance {
         ipt: vec![0.0; n],
         ibar: vec![0.0; n],
@@ -55,27 +53,27 @@ fn losparse_importance_windows_match_naive() {
             beta1: b1,
             beta2: b2,
         };
-        let (st_, gt_) = (t(s.clone(), &[n]), t(g.clone(), &[n]));
+        let (st_, gt_) = (tb(be, s.clone(), &[n]), tb(be, g.clone(), &[n]));
         be.losparse_importance(&st_, &gt_, &mut ipt, &mut ibar, Some(&mut ubar), &st)
             .unwrap();
         be.losparse_importance(&st_, &gt_, &mut ipt2, &mut ibar_only, None, &st)
             .unwrap();
         naive.step(&s, &g, count, close, b1 as f64, b2 as f64);
         assert!(
-            rel64(ipt.host_f32().unwrap(), &naive.ipt) < 1e-6,
+            rel64(&be.to_f32(&ipt).unwrap(), &naive.ipt) < 1e-6,
             "ipt at step {stepi}"
         );
-        assert_eq!(ipt.host_f32().unwrap(), ipt2.host_f32().unwrap());
+        assert_eq!(&be.to_f32(&ipt).unwrap(), &be.to_f32(&ipt2).unwrap());
         if stepi >= window - 1 {
             assert!(
-                rel64(ibar.host_f32().unwrap(), &naive.ibar) < 1e-6,
+                rel64(&be.to_f32(&ibar).unwrap(), &naive.ibar) < 1e-6,
                 "ibar at step {stepi}"
             );
             assert!(
-                rel64(ubar.host_f32().unwrap(), &naive.ubar) < 1e-5,
+                rel64(&be.to_f32(&ubar).unwrap(), &naive.ubar) < 1e-5,
                 "ubar at step {stepi}"
             );
-            assert_eq!(ibar.host_f32().unwrap(), ibar_only.host_f32().unwrap());
+            assert_eq!(&be.to_f32(&ibar).unwrap(), &be.to_f32(&ibar_only).unwrap());
         }
     }
     let st = ImportanceStep {
@@ -86,8 +84,8 @@ fn losparse_importance_windows_match_naive() {
     };
     assert!(be
         .losparse_importance(
-            &t(vec![0.0; n], &[n]),
-            &t(vec![0.0; n], &[n]),
+            &tb(be, vec![0.0; n], &[n]),
+            &tb(be, vec![0.0; n], &[n]),
             &mut ipt,
             &mut ibar,
             None,
@@ -96,9 +94,7 @@ fn losparse_importance_windows_match_naive() {
         .is_err());
 }
 
-#[test]
-fn adamw_with_importance_uses_updated_s_and_scaled_grad() {
-    let be = cpu();
+fn adamw_with_importance_uses_updated_s_and_scaled_grad(be: &dyn Backend) {
     let n = 4099;
     let s0 = rand_vec(11, n, 0.5);
     let g = rand_vec(12, n, 0.02);
@@ -114,13 +110,13 @@ fn adamw_with_importance_uses_updated_s_and_scaled_grad() {
         grad_scale: 0.5,
     };
     let (mut s, mut m, mut v) = (
-        t(s0.clone(), &[n]),
-        t(m0.clone(), &[n]),
-        t(v0.clone(), &[n]),
+        tb(be, s0.clone(), &[n]),
+        tb(be, m0.clone(), &[n]),
+        tb(be, v0.clone(), &[n]),
     );
-    let mut ipt = t(vec![0.0; n], &[n]);
-    let mut ibar = t(rand_vec(15, n, 0.01), &[n]);
-    let ibar0 = ibar.host_f32().unwrap().to_vec();
+    let mut ipt = tb(be, vec![0.0; n], &[n]);
+    let mut ibar = tb(be, rand_vec(15, n, 0.01), &[n]);
+    let ibar0 = &be.to_f32(&ibar).unwrap().to_vec();
     let st = ImportanceStep {
         count: 1,
         close: true,
@@ -129,7 +125,7 @@ fn adamw_with_importance_uses_updated_s_and_scaled_grad() {
     };
     be.adamw_with_importance(
         &mut s,
-        &t(g.clone(), &[n]),
+        &tb(be, g.clone(), &[n]),
         &mut m,
         &mut v,
         &hp,
@@ -154,9 +150,9 @@ fn adamw_with_importance_uses_updated_s_and_scaled_grad() {
         want_ipt[i] = (p * gi).abs();
         want_ibar[i] = 0.85 * ibar0[i] as f64 + 0.15 * want_ipt[i];
     }
-    assert!(rel64(s.host_f32().unwrap(), &want_s) < 1e-6);
-    assert!(rel64(ipt.host_f32().unwrap(), &want_ipt) < 1e-5);
-    assert!(rel64(ibar.host_f32().unwrap(), &want_ibar) < 1e-5);
+    assert!(rel64(&be.to_f32(&s).unwrap(), &want_s) < 1e-6);
+    assert!(rel64(&be.to_f32(&ipt).unwrap(), &want_ipt) < 1e-5);
+    assert!(rel64(&be.to_f32(&ibar).unwrap(), &want_ibar) < 1e-5);
 }
 
 #[test]
@@ -260,3 +256,8 @@ fn gpu_losparse_importance_and_fused_adamw_bit_identical() {
         }
     }
 }
+
+test_device!(
+    losparse_importance_windows_match_naive,
+    adamw_with_importance_uses_updated_s_and_scaled_grad,
+);

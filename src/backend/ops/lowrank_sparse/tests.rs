@@ -8,9 +8,7 @@ use lpaf::backend::*;
 use crate::common::*;
 use crate::ops_support::*;
 
-#[test]
-fn lowrank_sparse_forward_backward_match_naive() {
-    let be = cpu();
+fn lowrank_sparse_forward_backward_match_naive(be: &dyn Backend) {
     let (n, inp, out, r) = (23, 19, 13, 4);
     let x = rand_vec(71, n * inp, 1.0);
     let u = rand_vec(72, out * r, 0.5);
@@ -70,16 +68,16 @@ fn lowrank_sparse_forward_backward_match_naive() {
                 .map(|j| db0[j] as f64 + (0..n).map(|i| dy[i * out + j] as f64).sum::<f64>())
                 .collect();
 
-            let xt = t(x.clone(), &[n, inp]);
-            let ut = t(u.clone(), &[out, r]);
-            let vt = t(v.clone(), &[r, inp]);
-            let st = t(s.clone(), &[out, inp]);
-            let mt = tu8(m.clone(), &[out, inp]);
-            let bt = t(b.clone(), &[out]);
-            let mut weff_t = t(vec![f32::NAN; out * inp], &[out, inp]);
-            let mut y_t = t(vec![f32::NAN; n * out], &[n, out]);
+            let xt = tb(be, x.clone(), &[n, inp]);
+            let ut = tb(be, u.clone(), &[out, r]);
+            let vt = tb(be, v.clone(), &[r, inp]);
+            let st = tb(be, s.clone(), &[out, inp]);
+            let mt = tu8b(be, m.clone(), &[out, inp]);
+            let bt = tb(be, b.clone(), &[out]);
+            let mut weff_t = tb(be, vec![f32::NAN; out * inp], &[out, inp]);
+            let mut y_t = tb(be, vec![f32::NAN; n * out], &[n, out]);
             lpaf::backend::lowrank_sparse::forward(
-                &be,
+                be,
                 &xt,
                 &ut,
                 &vt,
@@ -92,24 +90,24 @@ fn lowrank_sparse_forward_backward_match_naive() {
             )
             .unwrap();
             assert!(
-                rel64(weff_t.host_f32().unwrap(), &weff) < tol,
+                rel64(&be.to_f32(&weff_t).unwrap(), &weff) < tol,
                 "w_eff {prec:?}"
             );
-            assert!(rel64(y_t.host_f32().unwrap(), &y) < tol, "y {prec:?}");
-            let mut dx_t = t(vec![f32::NAN; n * inp], &[n, inp]);
-            let mut du_t = t(du0.clone(), &[out, r]);
-            let mut dv_t = t(dv0.clone(), &[r, inp]);
-            let mut ds_t = t(ds0.clone(), &[out, inp]);
-            let mut db_t = t(db0.clone(), &[out]);
-            let mut scratch = t(vec![f32::NAN; out * inp], &[out, inp]);
+            assert!(rel64(&be.to_f32(&y_t).unwrap(), &y) < tol, "y {prec:?}");
+            let mut dx_t = tb(be, vec![f32::NAN; n * inp], &[n, inp]);
+            let mut du_t = tb(be, du0.clone(), &[out, r]);
+            let mut dv_t = tb(be, dv0.clone(), &[r, inp]);
+            let mut ds_t = tb(be, ds0.clone(), &[out, inp]);
+            let mut db_t = tb(be, db0.clone(), &[out]);
+            let mut scratch = tb(be, vec![f32::NAN; out * inp], &[out, inp]);
             lpaf::backend::lowrank_sparse::backward(
-                &be,
+                be,
                 &xt,
                 &ut,
                 &vt,
                 with_m.then_some(&mt),
                 &weff_t,
-                &t(dy.clone(), &[n, out]),
+                &tb(be, dy.clone(), &[n, out]),
                 Some(&mut dx_t),
                 &mut du_t,
                 &mut dv_t,
@@ -119,22 +117,25 @@ fn lowrank_sparse_forward_backward_match_naive() {
                 prec,
             )
             .unwrap();
-            assert!(rel64(scratch.host_f32().unwrap(), &dw) < tol, "dW {prec:?}");
-            assert!(rel64(dx_t.host_f32().unwrap(), &dx) < tol, "dx {prec:?}");
-            assert!(rel64(du_t.host_f32().unwrap(), &du) < tol, "du {prec:?}");
-            assert!(rel64(dv_t.host_f32().unwrap(), &dv) < tol, "dv {prec:?}");
-            assert!(rel64(ds_t.host_f32().unwrap(), &ds) < tol, "ds {prec:?}");
-            assert!(rel64(db_t.host_f32().unwrap(), &db) < 1e-5, "db {prec:?}");
+            assert!(
+                rel64(&be.to_f32(&scratch).unwrap(), &dw) < tol,
+                "dW {prec:?}"
+            );
+            assert!(rel64(&be.to_f32(&dx_t).unwrap(), &dx) < tol, "dx {prec:?}");
+            assert!(rel64(&be.to_f32(&du_t).unwrap(), &du) < tol, "du {prec:?}");
+            assert!(rel64(&be.to_f32(&dv_t).unwrap(), &dv) < tol, "dv {prec:?}");
+            assert!(rel64(&be.to_f32(&ds_t).unwrap(), &ds) < tol, "ds {prec:?}");
+            assert!(rel64(&be.to_f32(&db_t).unwrap(), &db) < 1e-5, "db {prec:?}");
         }
     }
     // Shape errors.
-    let mut weff = t(vec![0.0; out * inp], &[out, inp]);
-    let mut y = t(vec![0.0; n * out], &[n, out]);
-    let bad_v = t(vec![0.0; (r + 1) * inp], &[r + 1, inp]);
+    let mut weff = tb(be, vec![0.0; out * inp], &[out, inp]);
+    let mut y = tb(be, vec![0.0; n * out], &[n, out]);
+    let bad_v = tb(be, vec![0.0; (r + 1) * inp], &[r + 1, inp]);
     assert!(lpaf::backend::lowrank_sparse::forward(
-        &be,
-        &t(x.clone(), &[n, inp]),
-        &t(u.clone(), &[out, r]),
+        be,
+        &tb(be, x.clone(), &[n, inp]),
+        &tb(be, u.clone(), &[out, r]),
         &bad_v,
         None,
         None,
@@ -144,12 +145,12 @@ fn lowrank_sparse_forward_backward_match_naive() {
         Precision::F32
     )
     .is_err());
-    let bad_x = t(vec![0.0; n * (inp + 1)], &[n, inp + 1]);
+    let bad_x = tb(be, vec![0.0; n * (inp + 1)], &[n, inp + 1]);
     assert!(lpaf::backend::lowrank_sparse::forward(
-        &be,
+        be,
         &bad_x,
-        &t(u, &[out, r]),
-        &t(v, &[r, inp]),
+        &tb(be, u, &[out, r]),
+        &tb(be, v, &[r, inp]),
         None,
         None,
         None,
@@ -258,3 +259,5 @@ fn gpu_lowrank_sparse_matches_cpu() {
         }
     }
 }
+
+test_device!(lowrank_sparse_forward_backward_match_naive,);

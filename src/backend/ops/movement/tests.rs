@@ -40,9 +40,7 @@ fn sigmoid_l1_term_alone(be: &dyn Backend) {
     }
 }
 
-#[test]
-fn movement_grads_both_rules_match_naive() {
-    let be = cpu();
+fn movement_grads_both_rules_match_naive(be: &dyn Backend) {
     let n = 3 * 1000 + 7;
     let w = rand_vec(1, n, 1.0);
     let g = rand_vec(2, n, 0.1);
@@ -50,12 +48,12 @@ fn movement_grads_both_rules_match_naive() {
     for rule in [ScoreRule::Adam, ScoreRule::Accumulate] {
         let gw0 = rand_vec(4, n, 0.05);
         let sc0 = rand_vec(5, n, 0.05);
-        let mut gw = t(gw0.clone(), &[n]);
-        let mut sc = t(sc0.clone(), &[n]);
+        let mut gw = tb(be, gw0.clone(), &[n]);
+        let mut sc = tb(be, sc0.clone(), &[n]);
         be.movement_grads(
-            &t(w.clone(), &[n]),
-            &t(g.clone(), &[n]),
-            &tu8(m.clone(), &[n]),
+            &tb(be, w.clone(), &[n]),
+            &tb(be, g.clone(), &[n]),
+            &tu8b(be, m.clone(), &[n]),
             &mut gw,
             &mut sc,
             rule,
@@ -68,17 +66,17 @@ fn movement_grads_both_rules_match_naive() {
         let want_sc: Vec<f64> = (0..n)
             .map(|i| sc0[i] as f64 + sign * g[i] as f64 * w[i] as f64)
             .collect();
-        assert!(rel64(gw.host_f32().unwrap(), &want_gw) < 1e-6);
-        assert!(rel64(sc.host_f32().unwrap(), &want_sc) < 1e-6);
+        assert!(rel64(&be.to_f32(&gw).unwrap(), &want_gw) < 1e-6);
+        assert!(rel64(&be.to_f32(&sc).unwrap(), &want_sc) < 1e-6);
     }
     // Shape mismatch is an error, not a panic.
-    let mut gw = t(vec![0.0; 4], &[4]);
-    let mut sc = t(vec![0.0; 5], &[5]);
+    let mut gw = tb(be, vec![0.0; 4], &[4]);
+    let mut sc = tb(be, vec![0.0; 5], &[5]);
     assert!(be
         .movement_grads(
-            &t(vec![0.0; 4], &[4]),
-            &t(vec![0.0; 4], &[4]),
-            &tu8(vec![0; 4], &[4]),
+            &tb(be, vec![0.0; 4], &[4]),
+            &tb(be, vec![0.0; 4], &[4]),
+            &tu8b(be, vec![0; 4], &[4]),
             &mut gw,
             &mut sc,
             ScoreRule::Adam
@@ -86,40 +84,34 @@ fn movement_grads_both_rules_match_naive() {
         .is_err());
 }
 
-#[test]
-fn sigmoid_mask_matches_naive() {
-    let be = cpu();
+fn sigmoid_mask_matches_naive(be: &dyn Backend) {
     let n = 5000;
     let x = rand_vec(61, n, 4.0);
     let d0 = rand_vec(62, n, 0.1);
-    let mut mask = tu8(vec![9; n], &[n]);
-    let mut d = t(d0.clone(), &[n]);
+    let mut mask = tu8b(be, vec![9; n], &[n]);
+    let mut d = tb(be, d0.clone(), &[n]);
     let tau = 0.3f32;
     let coef = 0.01f32;
     let kept = be
-        .sigmoid_mask(&t(x.clone(), &[n]), tau, &mut mask, Some(&mut d), coef)
+        .sigmoid_mask(&tb(be, x.clone(), &[n]), tau, &mut mask, Some(&mut d), coef)
         .unwrap();
     let mut want_kept = 0;
     let mut want_d = vec![0.0f64; n];
+    let got_mask = be.to_u8(&mask).unwrap();
     for i in 0..n {
         let s = 1.0 / (1.0 + (-(x[i] as f64)).exp());
         let keep = s > tau as f64;
-        assert_eq!(
-            mask.host_u8().unwrap()[i],
-            keep as u8,
-            "entry {i}: x = {}",
-            x[i]
-        );
+        assert_eq!(got_mask[i], keep as u8, "entry {i}: x = {}", x[i]);
         want_kept += keep as usize;
         want_d[i] = d0[i] as f64 + coef as f64 * s * (1.0 - s);
     }
     assert_eq!(kept, want_kept);
-    assert!(rel64(d.host_f32().unwrap(), &want_d) < 1e-6);
+    assert!(rel64(&be.to_f32(&d).unwrap(), &want_d) < 1e-6);
     assert!(be
-        .sigmoid_mask(&t(x.clone(), &[n]), 1.0, &mut mask, None, 0.0)
+        .sigmoid_mask(&tb(be, x.clone(), &[n]), 1.0, &mut mask, None, 0.0)
         .is_err());
     assert!(be
-        .sigmoid_mask(&t(x, &[n]), 0.0, &mut mask, None, 0.0)
+        .sigmoid_mask(&tb(be, x, &[n]), 0.0, &mut mask, None, 0.0)
         .is_err());
 }
 
@@ -198,15 +190,8 @@ fn gpu_sigmoid_mask_matches_cpu() {
     }
 }
 
-#[test]
-fn cpu_sigmoid_mask_l1_term_alone() {
-    sigmoid_l1_term_alone(&cpu());
-}
-
-#[test]
-fn gpu_sigmoid_mask_l1_term_alone() {
-    let Some(gpu) = lpaf::backend::gpu_for_test("gpu_sigmoid_mask_l1_term_alone") else {
-        return;
-    };
-    sigmoid_l1_term_alone(&*gpu);
-}
+test_device!(
+    sigmoid_l1_term_alone,
+    movement_grads_both_rules_match_naive,
+    sigmoid_mask_matches_naive,
+);

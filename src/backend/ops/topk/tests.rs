@@ -225,23 +225,19 @@ fn bert_like(seed: u64, quantize: Option<f32>) -> Vec<(Vec<f32>, usize, usize)> 
         .collect()
 }
 
-#[test]
-fn topk_single_matrix_matches_full_sort() {
-    let be = cpu();
+fn topk_single_matrix_matches_full_sort(be: &dyn Backend) {
     let (r, c) = (37, 41);
     let x = rand_vec(21, r * c, 1.0);
     for k in [0, 1, 17, r * c / 2, r * c - 1, r * c] {
         for abs in [false, true] {
             for rule in [TopkRule::ExactK, TopkRule::KeepTies] {
-                check_topk(&be, &[(x.clone(), c)], k, rule, TopkScope::Entries, abs);
+                check_topk(be, &[(x.clone(), c)], k, rule, TopkScope::Entries, abs);
             }
         }
     }
 }
 
-#[test]
-fn topk_ties_and_signed_zeros_match_full_sort() {
-    let be = cpu();
+fn topk_ties_and_signed_zeros_match_full_sort(be: &dyn Backend) {
     let mats = vec![
         (tied_scores(31, 30 * 20), 20),
         (tied_scores(32, 7 * 50), 50),
@@ -251,15 +247,13 @@ fn topk_ties_and_signed_zeros_match_full_sort() {
     for k in [0, 1, 2, 5, 100, 333, total / 2, total - 3, total] {
         for abs in [false, true] {
             for rule in [TopkRule::ExactK, TopkRule::KeepTies] {
-                check_topk(&be, &mats, k, rule, TopkScope::Entries, abs);
+                check_topk(be, &mats, k, rule, TopkScope::Entries, abs);
             }
         }
     }
 }
 
-#[test]
-fn topk_global_over_mixed_shapes_matches_full_sort() {
-    let be = cpu();
+fn topk_global_over_mixed_shapes_matches_full_sort(be: &dyn Backend) {
     // Large enough that the partial-tie path crosses several 16 Ki chunks.
     let mut big = rand_vec(41, 200 * 180, 1.0);
     big.iter_mut().step_by(7).for_each(|x| *x = 0.125);
@@ -276,14 +270,12 @@ fn topk_global_over_mixed_shapes_matches_full_sort() {
         .count();
     for k in [1, 1000, n_ge - 2000, n_ge - 1, n_ge, total - 1] {
         for rule in [TopkRule::ExactK, TopkRule::KeepTies] {
-            check_topk(&be, &mats, k, rule, TopkScope::Entries, false);
+            check_topk(be, &mats, k, rule, TopkScope::Entries, false);
         }
     }
 }
 
-#[test]
-fn topk_row_mean_with_rows_of_different_lengths() {
-    let be = cpu();
+fn topk_row_mean_with_rows_of_different_lengths(be: &dyn Backend) {
     // Row sums of halves are exact in any order, so ties between rows are real.
     let mut rng = ChaCha8Rng::seed_from_u64(51);
     let tied = |rows: usize, cols: usize, rng: &mut ChaCha8Rng| -> Vec<f32> {
@@ -301,7 +293,7 @@ fn topk_row_mean_with_rows_of_different_lengths() {
     for k in [0, 1, 7, 8, 9, 100, total / 3, total - 5, total] {
         for abs in [false, true] {
             for rule in [TopkRule::ExactK, TopkRule::KeepTies] {
-                check_topk(&be, &mats, k, rule, TopkScope::RowMean, abs);
+                check_topk(be, &mats, k, rule, TopkScope::RowMean, abs);
             }
         }
     }
@@ -342,17 +334,15 @@ fn topk_row_mean_definition() {
     assert_eq!(topk_key(-0.0, true), topk_key(0.0, true));
 }
 
-#[test]
-fn topk_errors() {
-    let be = cpu();
-    let a = t(vec![1.0; 6], &[2, 3]);
-    let b = t(vec![1.0; 4], &[4]);
+fn topk_errors(be: &dyn Backend) {
+    let a = tb(be, vec![1.0; 6], &[2, 3]);
+    let b = tb(be, vec![1.0; 4], &[4]);
     assert!(be
         .topk_threshold(&[&a, &b], 11, TopkRule::ExactK, TopkScope::Entries, false)
         .is_err());
     assert!(be
         .topk_threshold(
-            &[&tu8(vec![1; 4], &[4])],
+            &[&tu8b(be, vec![1; 4], &[4])],
             1,
             TopkRule::ExactK,
             TopkScope::Entries,
@@ -363,17 +353,17 @@ fn topk_errors() {
         .topk_threshold(&[&a, &b], 10, TopkRule::ExactK, TopkScope::Entries, false)
         .unwrap();
     assert_eq!(th.kept, 10);
-    let mut m_bad = tu8(vec![0; 5], &[5]);
-    let mut m_ok = tu8(vec![0; 6], &[6]);
+    let mut m_bad = tu8b(be, vec![0; 5], &[5]);
+    let mut m_ok = tu8b(be, vec![0; 6], &[6]);
     assert!(be
         .topk_apply(&[&a, &b], &th, &mut [&mut m_ok, &mut m_bad], &mut [])
         .is_err());
-    let mut m_ok2 = tu8(vec![0; 4], &[4]);
+    let mut m_ok2 = tu8b(be, vec![0; 4], &[4]);
     assert!(be
         .topk_apply(&[&a, &b], &th, &mut [&mut m_ok], &mut [])
         .is_err());
-    let mut ap_bad = t(vec![0.0; 3], &[3]);
-    let mut ap_ok = t(vec![0.0; 6], &[6]);
+    let mut ap_bad = tb(be, vec![0.0; 3], &[3]);
+    let mut ap_ok = tb(be, vec![0.0; 6], &[6]);
     assert!(be
         .topk_apply(
             &[&a, &b],
@@ -382,8 +372,8 @@ fn topk_errors() {
             &mut [&mut ap_ok, &mut ap_bad]
         )
         .is_err());
-    let mut m_f32 = t(vec![0.0; 6], &[6]);
-    let mut m_ok3 = tu8(vec![0; 4], &[4]);
+    let mut m_f32 = tb(be, vec![0.0; 6], &[6]);
+    let mut m_ok3 = tu8b(be, vec![0; 4], &[4]);
     assert!(be
         .topk_apply(&[&a, &b], &th, &mut [&mut m_f32, &mut m_ok3], &mut [])
         .is_err());
@@ -475,3 +465,11 @@ fn gpu_topk_errors() {
         .topk_apply(&[&a], &th, &mut [&mut bad], &mut [])
         .is_err());
 }
+
+test_device!(
+    topk_single_matrix_matches_full_sort,
+    topk_ties_and_signed_zeros_match_full_sort,
+    topk_global_over_mixed_shapes_matches_full_sort,
+    topk_row_mean_with_rows_of_different_lengths,
+    topk_errors,
+);

@@ -85,9 +85,7 @@ fn svd_products(be: &dyn Backend, res: &[WeightedSvdResult]) -> Vec<Vec<f32>> {
         .collect()
 }
 
-#[test]
-fn weighted_svd_objective_is_monotone_and_beats_plain_svd() {
-    let be = cpu();
+fn weighted_svd_objective_is_monotone_and_beats_plain_svd(be: &dyn Backend) {
     let (o, n, r) = (48, 36, 6);
     let w0 = gapped(91, o, n, 0.85);
     let m = rand_mask(92, o * n, 0.5);
@@ -96,8 +94,8 @@ fn weighted_svd_objective_is_monotone_and_beats_plain_svd() {
         .zip(&m)
         .map(|(w, &m)| if m != 0 { *w } else { 0.0 })
         .collect();
-    let wt = t(ws.clone(), &[o, n]);
-    let mt = tu8(m.clone(), &[o, n]);
+    let wt = tb(be, ws.clone(), &[o, n]);
+    let mt = tu8b(be, m.clone(), &[o, n]);
     for omega in [0.0f32, 0.3] {
         let opts = WeightedSvdOptions {
             max_steps: 25,
@@ -130,7 +128,7 @@ fn weighted_svd_objective_is_monotone_and_beats_plain_svd() {
             res.objective
         );
         // The reported objective is that of the returned factors.
-        let prod = product(res);
+        let prod = product(be, res);
         let obj = weighted_obj(&ws, &m, omega as f64, &prod);
         assert!(
             (obj - res.objective.last().unwrap()).abs() <= 1e-5 * obj,
@@ -146,8 +144,8 @@ fn weighted_svd_objective_is_monotone_and_beats_plain_svd() {
             "omega {omega}: {kept_em} !< {kept_plain}"
         );
         // Factors are balanced: UᵀU = V·Vᵀ = diag(σ), σ descending.
-        let u = f64s(res.u.host_f32().unwrap());
-        let v = f64s(res.v.host_f32().unwrap());
+        let u = f64s(&be.to_f32(&res.u).unwrap());
+        let v = f64s(&be.to_f32(&res.v).unwrap());
         let utu = mm(&tr(&u, o, r), &u, r, o, r);
         let vvt = mm(&v, &tr(&v, r, n), r, n, r);
         for i in 0..r {
@@ -165,13 +163,11 @@ fn weighted_svd_objective_is_monotone_and_beats_plain_svd() {
     }
 }
 
-#[test]
-fn weighted_svd_with_omega_one_is_plain_svd() {
-    let be = cpu();
+fn weighted_svd_with_omega_one_is_plain_svd(be: &dyn Backend) {
     for (o, n, r) in [(40, 30, 5), (20, 50, 7)] {
         let w = gapped(101, o, n, 0.6);
-        let wt = t(w.clone(), &[o, n]);
-        let mt = tu8(rand_mask(102, o * n, 0.3), &[o, n]);
+        let wt = tb(be, w.clone(), &[o, n]);
+        let mt = tu8b(be, rand_mask(102, o * n, 0.3), &[o, n]);
         let opts = WeightedSvdOptions {
             max_steps: 30,
             rel_tol: 0.0,
@@ -189,7 +185,7 @@ fn weighted_svd_with_omega_one_is_plain_svd() {
             )
             .unwrap();
         let (plain, sv) = plain_svd(&w, o, n, r);
-        let prod = product(&res[0]);
+        let prod = product(be, &res[0]);
         let err = rel64(&prod.iter().map(|&x| x as f32).collect::<Vec<_>>(), &plain);
         assert!(err < 1e-5, "{o}x{n} r{r}: product differs by {err}");
         for i in 0..r {
@@ -199,9 +195,7 @@ fn weighted_svd_with_omega_one_is_plain_svd() {
     }
 }
 
-#[test]
-fn weighted_svd_is_deterministic_and_batches_mixed_shapes() {
-    let be = cpu();
+fn weighted_svd_is_deterministic_and_batches_mixed_shapes(be: &dyn Backend) {
     let shapes = [
         (30, 20, 4),
         (16, 40, 6),
@@ -212,12 +206,12 @@ fn weighted_svd_is_deterministic_and_batches_mixed_shapes() {
     let ws: Vec<Tensor> = shapes
         .iter()
         .enumerate()
-        .map(|(i, &(o, n, _))| t(rand_vec(110 + i as u64, o * n, 1.0), &[o, n]))
+        .map(|(i, &(o, n, _))| tb(be, rand_vec(110 + i as u64, o * n, 1.0), &[o, n]))
         .collect();
     let ms: Vec<Tensor> = shapes
         .iter()
         .enumerate()
-        .map(|(i, &(o, n, _))| tu8(rand_mask(120 + i as u64, o * n, 0.4), &[o, n]))
+        .map(|(i, &(o, n, _))| tu8b(be, rand_mask(120 + i as u64, o * n, 0.4), &[o, n]))
         .collect();
     let problems: Vec<WeightedSvdProblem> = shapes
         .iter()
@@ -241,13 +235,13 @@ fn weighted_svd_is_deterministic_and_batches_mixed_shapes() {
         assert_eq!(x.v.shape(), &[r, n]);
         assert_eq!(x.singular_values.len(), r);
         assert_eq!(
-            x.u.host_f32().unwrap(),
-            y.u.host_f32().unwrap(),
+            &be.to_f32(&x.u).unwrap(),
+            &be.to_f32(&y.u).unwrap(),
             "problem {i}"
         );
         assert_eq!(
-            x.v.host_f32().unwrap(),
-            y.v.host_f32().unwrap(),
+            &be.to_f32(&x.v).unwrap(),
+            &be.to_f32(&y.v).unwrap(),
             "problem {i}"
         );
         assert_eq!(x.objective, y.objective);
@@ -261,8 +255,8 @@ fn weighted_svd_is_deterministic_and_batches_mixed_shapes() {
     let full = &a[3];
     assert!(*full.objective.last().unwrap() < 1e-8 * full.objective[0].max(1.0));
     // Rank 0: empty factors, objective Σ Ω W².
-    let w2 = ws[2].host_f32().unwrap();
-    let m2 = ms[2].host_u8().unwrap();
+    let w2 = &be.to_f32(&ws[2]).unwrap();
+    let m2 = &be.to_u8(&ms[2]).unwrap();
     let want: f64 = w2
         .iter()
         .zip(m2)
@@ -273,15 +267,13 @@ fn weighted_svd_is_deterministic_and_batches_mixed_shapes() {
     let c = be
         .weighted_svd(&problems, &WeightedSvdOptions { seed: 8, ..opts })
         .unwrap();
-    assert_ne!(c[0].u.host_f32().unwrap(), a[0].u.host_f32().unwrap());
+    assert_ne!(&be.to_f32(&c[0].u).unwrap(), &be.to_f32(&a[0].u).unwrap());
 }
 
-#[test]
-fn weighted_svd_errors() {
-    let be = cpu();
-    let w = t(rand_vec(1, 12, 1.0), &[3, 4]);
-    let m = tu8(vec![1; 12], &[3, 4]);
-    let m_bad = tu8(vec![1; 12], &[4, 3]);
+fn weighted_svd_errors(be: &dyn Backend) {
+    let w = tb(be, rand_vec(1, 12, 1.0), &[3, 4]);
+    let m = tu8b(be, vec![1; 12], &[3, 4]);
+    let m_bad = tu8b(be, vec![1; 12], &[4, 3]);
     let opts = WeightedSvdOptions::default();
     assert!(be
         .weighted_svd(
@@ -439,3 +431,10 @@ fn gpu_weighted_svd_matches_cpu() {
         }
     }
 }
+
+test_device!(
+    weighted_svd_objective_is_monotone_and_beats_plain_svd,
+    weighted_svd_with_omega_one_is_plain_svd,
+    weighted_svd_is_deterministic_and_batches_mixed_shapes,
+    weighted_svd_errors,
+);
