@@ -137,3 +137,76 @@ fn gpu_softmax_backward() {
         );
     }
 }
+
+/// split_heads / merge_heads by index, the masked softmax and its backward
+/// against f64 loops.
+fn attention_matches_naive(be: &dyn Backend) {
+    let (b, h, s, d) = (2, 3, 20, 8);
+    let x = rand_vec(1, b * s * h * d, 1.0);
+    let mut split = tb(be, vec![f32::NAN; x.len()], &[b, h, s, d]);
+    be.split_heads(&tb(be, x.clone(), &[b * s, h * d]), &mut split, b, s, h)
+        .unwrap();
+    let got = be.to_f32(&split).unwrap();
+    for bi in 0..b {
+        for hi in 0..h {
+            for si in 0..s {
+                for di in 0..d {
+                    let want = x[(bi * s + si) * h * d + hi * d + di];
+                    assert_eq!(got[((bi * h + hi) * s + si) * d + di], want);
+                }
+            }
+        }
+    }
+    let mut merged = tb(be, vec![f32::NAN; x.len()], &[b * s, h * d]);
+    be.merge_heads(&split, &mut merged, b, s, h).unwrap();
+    assert_eq!(be.to_f32(&merged).unwrap(), x);
+    // Softmax over keys, the last 5 keys of the second sequence masked.
+    let sc = rand_vec(2, b * h * s * s, 3.0);
+    let km: Vec<u8> = (0..b * s)
+        .map(|i| !(i >= s && i % s >= s - 5) as u8)
+        .collect();
+    let scale = 0.37f32;
+    let mut probs = tb(be, sc.clone(), &[b, h, s, s]);
+    be.attention_softmax(&mut probs, &tu8b(be, km.clone(), &[b, s]), h, scale)
+        .unwrap();
+    let mut want = vec![0.0f64; sc.len()];
+    for row in 0..b * h * s {
+        let bi = row / (h * s);
+        let keys = |j: usize| km[bi * s + j] != 0;
+        let mx = (0..s)
+            .filter(|&j| keys(j))
+            .map(|j| scale as f64 * sc[row * s + j] as f64)
+            .fold(f64::MIN, f64::max);
+        let z: f64 = (0..s)
+            .filter(|&j| keys(j))
+            .map(|j| (scale as f64 * sc[row * s + j] as f64 - mx).exp())
+            .sum();
+        for j in 0..s {
+            want[row * s + j] = if keys(j) {
+                (scale as f64 * sc[row * s + j] as f64 - mx).exp() / z
+            } else {
+                0.0
+            };
+        }
+    }
+    let pv = be.to_f32(&probs).unwrap();
+    let e = rel64(&pv, &want);
+    assert!(e < 1e-6, "softmax: {e:e}");
+    let dp = rand_vec(3, sc.len(), 1.0);
+    let mut dpt = tb(be, dp.clone(), &[b, h, s, s]);
+    be.softmax_backward(&probs, &mut dpt, scale).unwrap();
+    let mut wd = vec![0.0f64; sc.len()];
+    for row in 0..b * h * s {
+        let dot: f64 = (0..s)
+            .map(|j| pv[row * s + j] as f64 * dp[row * s + j] as f64)
+            .sum();
+        for j in 0..s {
+            let i = row * s + j;
+            wd[i] = scale as f64 * pv[i] as f64 * (dp[i] as f64 - dot);
+        }
+    }
+    let e = rel64(&be.to_f32(&dpt).unwrap(), &wd);
+    assert!(e < 1e-5, "softmax_backward: {e:e}");
+}
+
+test_device!(attention_matches_naive);

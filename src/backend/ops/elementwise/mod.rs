@@ -58,7 +58,7 @@ pub trait ElementwiseOps {
     /// `dx = dy · (1 − y²)` with `y = tanh(x)`.
     fn tanh_backward(&self, y: &Tensor, dy: &Tensor, dx: &mut Tensor) -> Result<()>;
 
-    /// Inverted dropout: `y_i = x_i / (1−p)` if `u_i ≥ p` else 0, where
+    /// Inverted dropout: `y_i = x_i · s` with `s = 1/(1−p)` (computed once) if `u_i ≥ p` else 0, where
     /// `u_i = philox::uniform(seed, stream, i)`. Applying it to `dy` with the
     /// same `(seed, stream)` is its backward. `p = 0` copies.
     fn dropout(&self, x: &Tensor, y: &mut Tensor, p: f32, seed: u64, stream: u64) -> Result<()>;

@@ -291,3 +291,136 @@ fn gpu_copy_rows() {
         Err(Error::Shape { .. })
     ));
 }
+
+/// axpby, scale, mul, mul_mask, masked_add, add_row_bias, gelu (+ backward),
+/// tanh (+ backward), dropout and copy_rows against plain loops.
+fn elementwise_matches_naive(be: &dyn Backend) {
+    let (rows, cols) = (33, 70);
+    let n = rows * cols;
+    let x = rand_vec(1, n, 3.0);
+    let y0 = rand_vec(2, n, 1.0);
+    let mask = rand_mask(3, n, 0.5);
+    let close = |what: &str, got: &Tensor, want: &[f64], tol: f64| {
+        let e = rel64(&be.to_f32(got).unwrap(), want);
+        assert!(e < tol, "{what}: {e:e}");
+    };
+    let xt = tb(be, x.clone(), &[rows, cols]);
+    let mt = tu8b(be, mask.clone(), &[rows, cols]);
+    let mut y = tb(be, y0.clone(), &[rows, cols]);
+    be.axpby(0.5, &xt, -2.0, &mut y).unwrap();
+    let want: Vec<f64> = (0..n)
+        .map(|i| 0.5 * x[i] as f64 - 2.0 * y0[i] as f64)
+        .collect();
+    close("axpby", &y, &want, 1e-6);
+    be.scale(&mut y, 3.0).unwrap();
+    close(
+        "scale",
+        &y,
+        &want.iter().map(|v| 3.0 * v).collect::<Vec<_>>(),
+        1e-6,
+    );
+    let mut out = tb(be, vec![f32::NAN; n], &[rows, cols]);
+    be.mul(&xt, &tb(be, y0.clone(), &[rows, cols]), &mut out)
+        .unwrap();
+    close(
+        "mul",
+        &out,
+        &(0..n)
+            .map(|i| x[i] as f64 * y0[i] as f64)
+            .collect::<Vec<_>>(),
+        1e-6,
+    );
+    be.mul_mask(&xt, &mt, &mut out).unwrap();
+    close(
+        "mul_mask",
+        &out,
+        &(0..n)
+            .map(|i| x[i] as f64 * mask[i] as f64)
+            .collect::<Vec<_>>(),
+        1e-6,
+    );
+    let mut acc = tb(be, y0.clone(), &[rows, cols]);
+    be.masked_add(&xt, Some(&mt), &mut acc).unwrap();
+    close(
+        "masked_add",
+        &acc,
+        &(0..n)
+            .map(|i| y0[i] as f64 + if mask[i] != 0 { x[i] as f64 } else { 0.0 })
+            .collect::<Vec<_>>(),
+        1e-6,
+    );
+    let bias = rand_vec(4, cols, 1.0);
+    let mut yb = tb(be, y0.clone(), &[rows, cols]);
+    be.add_row_bias(&mut yb, &tb(be, bias.clone(), &[cols]))
+        .unwrap();
+    close(
+        "add_row_bias",
+        &yb,
+        &(0..n)
+            .map(|i| y0[i] as f64 + bias[i % cols] as f64)
+            .collect::<Vec<_>>(),
+        1e-6,
+    );
+    be.gelu(&xt, &mut out).unwrap();
+    close(
+        "gelu",
+        &out,
+        &x.iter()
+            .map(|&v| lpaf::backend::cpu::gelu_f32(v) as f64)
+            .collect::<Vec<_>>(),
+        1e-6,
+    );
+    let dy = tb(be, y0.clone(), &[rows, cols]);
+    be.gelu_backward(&xt, &dy, &mut out).unwrap();
+    close(
+        "gelu_backward",
+        &out,
+        &(0..n)
+            .map(|i| y0[i] as f64 * lpaf::backend::cpu::gelu_grad_f32(x[i]) as f64)
+            .collect::<Vec<_>>(),
+        1e-6,
+    );
+    be.tanh(&xt, &mut out).unwrap();
+    let th: Vec<f64> = x.iter().map(|&v| (v as f64).tanh()).collect();
+    close("tanh", &out, &th, 1e-6);
+    let tht = be.clone_tensor(&out).unwrap();
+    let thv = be.to_f32(&tht).unwrap();
+    be.tanh_backward(&tht, &dy, &mut out).unwrap();
+    close(
+        "tanh_backward",
+        &out,
+        &(0..n)
+            .map(|i| y0[i] as f64 * (1.0 - (thv[i] as f64).powi(2)))
+            .collect::<Vec<_>>(),
+        1e-6,
+    );
+    let p = 0.3f32;
+    be.dropout(&xt, &mut out, p, 99, 7).unwrap();
+    let got = be.to_f32(&out).unwrap();
+    for i in 0..n {
+        let keep = lpaf::backend::philox::uniform(99, 7, i as u64) >= p;
+        // The scale 1/(1−p) is computed once, then multiplied (as PyTorch does).
+        let want = if keep { x[i] * (1.0 / (1.0 - p)) } else { 0.0 };
+        assert_eq!(got[i].to_bits(), want.to_bits(), "dropout {i}");
+    }
+    let spec = RowCopy {
+        rows: 4,
+        cols: 9,
+        src_offset: 5,
+        src_stride: 17,
+        dst_offset: 2,
+        dst_stride: 11,
+        accumulate: true,
+    };
+    let mut dst = tb(be, y0[..60].to_vec(), &[60]);
+    be.copy_rows(&xt, &mut dst, &spec).unwrap();
+    let mut want: Vec<f64> = f64s(&y0[..60]);
+    for r in 0..4 {
+        for c in 0..9 {
+            want[2 + r * 11 + c] += x[5 + r * 17 + c] as f64;
+        }
+    }
+    close("copy_rows", &dst, &want, 1e-7);
+}
+
+test_device!(elementwise_matches_naive);

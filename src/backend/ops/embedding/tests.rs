@@ -135,3 +135,42 @@ fn gpu_scatter_add_rows_is_close_and_deterministic() {
         .expect_err("id 4 of 4 rows");
     assert!(e.to_string().contains("id 4 at position 1"), "{e}");
 }
+
+/// gather_rows (overwrite and accumulate) and scatter_add_rows with repeated
+/// ids against plain loops; an id outside the table is an error.
+fn embedding_matches_naive(be: &dyn Backend) {
+    let (rows, d, n) = (50, 24, 300);
+    let table = rand_vec(1, rows * d, 1.0);
+    let ids: Vec<i32> = (0..n).map(|i| ((i * 7919 + 13) % rows) as i32).collect();
+    let tt = tb(be, table.clone(), &[rows, d]);
+    let it = be.from_i32(&ids, &[n]).unwrap();
+    let base = rand_vec(2, n * d, 1.0);
+    let mut out = tb(be, base.clone(), &[n, d]);
+    be.gather_rows(&tt, &it, &mut out, true).unwrap();
+    let want: Vec<f64> = (0..n * d)
+        .map(|i| base[i] as f64 + table[ids[i / d] as usize * d + i % d] as f64)
+        .collect();
+    assert!(rel64(&be.to_f32(&out).unwrap(), &want) < 1e-7);
+    be.gather_rows(&tt, &it, &mut out, false).unwrap();
+    let want: Vec<f32> = (0..n * d)
+        .map(|i| table[ids[i / d] as usize * d + i % d])
+        .collect();
+    assert_eq!(be.to_f32(&out).unwrap(), want);
+    let dv = rand_vec(3, n * d, 1.0);
+    let g0 = rand_vec(4, rows * d, 0.1);
+    let mut grad = tb(be, g0.clone(), &[rows, d]);
+    be.scatter_add_rows(&tb(be, dv.clone(), &[n, d]), &it, &mut grad)
+        .unwrap();
+    let mut wg = f64s(&g0);
+    for i in 0..n {
+        for c in 0..d {
+            wg[ids[i] as usize * d + c] += dv[i * d + c] as f64;
+        }
+    }
+    assert!(rel64(&be.to_f32(&grad).unwrap(), &wg) < 1e-6);
+    let bad = be.from_i32(&[0, rows as i32], &[2]).unwrap();
+    let mut o2 = tb(be, vec![0.0; 2 * d], &[2, d]);
+    assert!(be.gather_rows(&tt, &bad, &mut o2, false).is_err());
+}
+
+test_device!(embedding_matches_naive);

@@ -221,4 +221,55 @@ fn gpu_gemm_strided_batched_with_offsets() {
     }
 }
 
-test_device!(gemm_with_empty_dimensions);
+/// Every transpose pair, alpha/beta and a strided batch against an f64
+/// product of the inputs rounded as the precision rounds them.
+fn gemm_matches_naive(be: &dyn Backend) {
+    let (m, n, k, batch) = (37, 29, 45, 3);
+    for prec in [Precision::F32, Precision::Tf32, Precision::Bf16] {
+        let round = |x: f32| match prec {
+            Precision::F32 => x,
+            Precision::Tf32 => lpaf::backend::cpu::round_tf32(x),
+            Precision::Bf16 => lpaf::backend::cpu::round_bf16(x),
+        };
+        for (ta, tb_) in [(false, false), (false, true), (true, false), (true, true)] {
+            let a = rand_vec(1, batch * m * k, 1.0);
+            let b = rand_vec(2, batch * k * n, 1.0);
+            let c0 = rand_vec(3, batch * m * n, 1.0);
+            let g = Gemm::new(m, n, k, ta, tb_)
+                .alpha(0.75)
+                .beta(0.5)
+                .precision(prec)
+                .batched(batch);
+            let (at, bt) = (tb(be, a.clone(), &[a.len()]), tb(be, b.clone(), &[b.len()]));
+            let mut ct = tb(be, c0.clone(), &[c0.len()]);
+            be.gemm(&g, &at, &bt, &mut ct).unwrap();
+            let mut want = vec![0.0f64; c0.len()];
+            for bi in 0..batch {
+                for i in 0..m {
+                    for j in 0..n {
+                        let mut acc = 0.0f64;
+                        for l in 0..k {
+                            let av = if ta {
+                                a[bi * m * k + l * m + i]
+                            } else {
+                                a[bi * m * k + i * k + l]
+                            };
+                            let bv = if tb_ {
+                                b[bi * k * n + j * k + l]
+                            } else {
+                                b[bi * k * n + l * n + j]
+                            };
+                            acc += round(av) as f64 * round(bv) as f64;
+                        }
+                        let o = bi * m * n + i * n + j;
+                        want[o] = 0.75 * acc + 0.5 * c0[o] as f64;
+                    }
+                }
+            }
+            let e = rel64(&be.to_f32(&ct).unwrap(), &want);
+            assert!(e < 1e-5, "{prec:?} trans ({ta}, {tb_}): {e:e}");
+        }
+    }
+}
+
+test_device!(gemm_matches_naive, gemm_with_empty_dimensions);

@@ -153,3 +153,74 @@ fn gpu_layer_norm_backward_is_close_and_deterministic() {
         assert_close(&format!("{what} dbeta"), &db1, &host(&c, &dbc), F32_TOL);
     }
 }
+
+/// LayerNorm forward (y, mean, rstd) and backward (dx; dγ, dβ accumulated)
+/// against f64 loops.
+fn layer_norm_matches_naive(be: &dyn Backend) {
+    let (rows, d) = (45, 96);
+    let eps = 1e-5f32;
+    let x = rand_vec(1, rows * d, 2.0);
+    let gamma = rand_vec(2, d, 1.0);
+    let beta = rand_vec(3, d, 0.5);
+    let dy = rand_vec(4, rows * d, 1.0);
+    let dg0 = rand_vec(5, d, 0.1);
+    let db0 = rand_vec(6, d, 0.1);
+    let (xt, gt, bt) = (
+        tb(be, x.clone(), &[rows, d]),
+        tb(be, gamma.clone(), &[d]),
+        tb(be, beta.clone(), &[d]),
+    );
+    let mut y = tb(be, vec![f32::NAN; rows * d], &[rows, d]);
+    let mut mean = tb(be, vec![f32::NAN; rows], &[rows]);
+    let mut rstd = tb(be, vec![f32::NAN; rows], &[rows]);
+    be.layer_norm(&xt, &gt, &bt, eps, &mut y, &mut mean, &mut rstd)
+        .unwrap();
+    let (mut wy, mut wm, mut wr) = (vec![0.0; rows * d], vec![0.0; rows], vec![0.0; rows]);
+    let (mut wdx, mut wdg, mut wdb) = (vec![0.0; rows * d], f64s(&dg0), f64s(&db0));
+    for r in 0..rows {
+        let row = &x[r * d..(r + 1) * d];
+        let mu = row.iter().map(|&v| v as f64).sum::<f64>() / d as f64;
+        let var = row.iter().map(|&v| (v as f64 - mu).powi(2)).sum::<f64>() / d as f64;
+        let rs = 1.0 / (var + eps as f64).sqrt();
+        wm[r] = mu;
+        wr[r] = rs;
+        let xhat: Vec<f64> = row.iter().map(|&v| (v as f64 - mu) * rs).collect();
+        let g: Vec<f64> = (0..d)
+            .map(|c| dy[r * d + c] as f64 * gamma[c] as f64)
+            .collect();
+        let mg = g.iter().sum::<f64>() / d as f64;
+        let mgx = g.iter().zip(&xhat).map(|(a, b)| a * b).sum::<f64>() / d as f64;
+        for c in 0..d {
+            wy[r * d + c] = xhat[c] * gamma[c] as f64 + beta[c] as f64;
+            wdx[r * d + c] = rs * (g[c] - mg - xhat[c] * mgx);
+            wdg[c] += dy[r * d + c] as f64 * xhat[c];
+            wdb[c] += dy[r * d + c] as f64;
+        }
+    }
+    let check = |what: &str, t: &Tensor, want: &[f64]| {
+        let e = rel64(&be.to_f32(t).unwrap(), want);
+        assert!(e < 1e-5, "{what}: {e:e}");
+    };
+    check("y", &y, &wy);
+    check("mean", &mean, &wm);
+    check("rstd", &rstd, &wr);
+    let mut dx = tb(be, vec![f32::NAN; rows * d], &[rows, d]);
+    let mut dg = tb(be, dg0, &[d]);
+    let mut db = tb(be, db0, &[d]);
+    be.layer_norm_backward(
+        &tb(be, dy, &[rows, d]),
+        &xt,
+        &gt,
+        &mean,
+        &rstd,
+        &mut dx,
+        &mut dg,
+        &mut db,
+    )
+    .unwrap();
+    check("dx", &dx, &wdx);
+    check("dgamma", &dg, &wdg);
+    check("dbeta", &db, &wdb);
+}
+
+test_device!(layer_norm_matches_naive);

@@ -69,3 +69,27 @@ fn gpu_sum_squares_is_close_and_deterministic() {
         0.0
     );
 }
+
+/// col_sum (overwrite, accumulate) and sum_squares against f64 sums.
+fn reduce_matches_naive(be: &dyn Backend) {
+    let (rows, cols) = (517, 70);
+    let x = rand_vec(1, rows * cols, 1.0);
+    let xt = tb(be, x.clone(), &[rows, cols]);
+    let base = rand_vec(2, cols, 1.0);
+    let mut out = tb(be, base.clone(), &[cols]);
+    be.col_sum(&xt, &mut out, true).unwrap();
+    let want: Vec<f64> = (0..cols)
+        .map(|c| base[c] as f64 + (0..rows).map(|r| x[r * cols + c] as f64).sum::<f64>())
+        .collect();
+    assert!(rel64(&be.to_f32(&out).unwrap(), &want) < 1e-6);
+    be.col_sum(&xt, &mut out, false).unwrap();
+    let want: Vec<f64> = (0..cols)
+        .map(|c| (0..rows).map(|r| x[r * cols + c] as f64).sum())
+        .collect();
+    assert!(rel64(&be.to_f32(&out).unwrap(), &want) < 1e-6);
+    let ss = be.sum_squares(&xt).unwrap();
+    let want: f64 = x.iter().map(|&v| (v as f64).powi(2)).sum();
+    assert!(((ss - want) / want).abs() < 1e-12, "{ss} vs {want}");
+}
+
+test_device!(reduce_matches_naive);
