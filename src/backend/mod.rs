@@ -394,6 +394,17 @@ pub mod prelude {
     };
 }
 
+/// `got == want` element counts, or an error naming the operation and the tensor.
+pub fn check_len(op: &str, name: &str, got: usize, want: usize) -> Result<()> {
+    if got != want {
+        return Err(Error::shape(
+            op,
+            format!("{name} has {got} elements, expected {want}"),
+        ));
+    }
+    Ok(())
+}
+
 /// Checks that tensors have the same element count (named for the error).
 pub fn same_numel(op: &str, tensors: &[(&str, &Tensor)]) -> Result<usize> {
     let n = tensors[0].1.numel();

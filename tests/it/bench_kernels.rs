@@ -45,3 +45,19 @@ fn print_kernel_bench() {
     };
     println!("{}", run(&cpu(), &opts).unwrap());
 }
+
+/// Every workload of `lpaf bench kernels` runs on the CUDA device (the
+/// emulated one in CI) at a tiny scale: each row has a time and no error.
+#[test]
+fn gpu_kernel_bench_report_runs_tiny() {
+    use lpaf::bench::kernels::{run, KernelBenchOptions};
+    let Some(g) = lpaf::backend::gpu_for_test("gpu_kernel_bench_report_runs_tiny") else {
+        return;
+    };
+    let report = run(&*g, &KernelBenchOptions::quick(1e-4)).unwrap();
+    assert_eq!(report.rows.len(), 36);
+    for r in &report.rows {
+        assert!(r.error.is_none(), "{}: {:?}", r.kernel, r.error);
+        assert!(r.seconds.unwrap() > 0.0, "{}", r.kernel);
+    }
+}

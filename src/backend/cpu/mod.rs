@@ -103,16 +103,6 @@ pub(crate) fn i32s<'a>(op: &str, name: &str, t: &'a Tensor) -> Result<&'a [i32]>
     host(op, name, t)
 }
 
-pub(crate) fn check_len(op: &str, name: &str, got: usize, want: usize) -> Result<()> {
-    if got != want {
-        return Err(Error::shape(
-            op,
-            format!("{name} has {got} elements, expected {want}"),
-        ));
-    }
-    Ok(())
-}
-
 /// Rounds to the nearest bf16 value (ties to even), kept as f32.
 #[inline]
 pub fn round_bf16(x: f32) -> f32 {

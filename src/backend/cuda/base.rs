@@ -14,7 +14,6 @@
 //!   added on the host in order.
 
 use super::*;
-pub(crate) use crate::backend::cpu::check_len;
 
 /// Threads per block of the 1-D and warp-per-row kernels.
 pub(crate) const BLOCK: u32 = 256;
@@ -533,19 +532,9 @@ pub(crate) fn opt_ptr_mut(
 ) -> Result<u64> {
     match t {
         Some(t) => {
-            check_n(op, name, t, n)?;
+            check_len(op, name, t.numel(), n)?;
             be.ptr_mut(op, name, t, DType::F32)
         }
         None => Ok(0),
     }
-}
-
-pub(crate) fn check_n(op: &str, name: &str, t: &Tensor, n: usize) -> Result<()> {
-    if t.numel() != n {
-        return Err(Error::shape(
-            op,
-            format!("{name} has {} elements, expected {n}", t.numel()),
-        ));
-    }
-    Ok(())
 }

@@ -7,12 +7,8 @@
 
 pub(crate) mod bench;
 
-use crate::backend::{want_dtype, Backend, DType, Gemm, Precision, Tensor};
+use crate::backend::{check_len, want_dtype, Backend, DType, Gemm, Precision, Tensor};
 use crate::error::{Error, Result};
-
-fn check_numel(op: &str, name: &str, t: &Tensor, want: usize) -> Result<()> {
-    crate::backend::cpu::check_len(op, name, t.numel(), want)
-}
 
 /// Fused low-rank + sparse forward: `w_eff = U·V + M⊙S` (`S`, `M` optional;
 /// no `M` means all ones), then `y = x·w_effᵀ + b`. `w_eff` (`out × in`) is
@@ -48,7 +44,7 @@ pub fn forward<B: Backend + ?Sized>(
     if mask.is_some() && s.is_none() {
         return Err(Error::shape(op, "a mask was given without a sparse part s"));
     }
-    check_numel(op, "y", y, d.n * d.out)?;
+    check_len(op, "y", y.numel(), d.n * d.out)?;
     match (s, mask) {
         (Some(s), Some(m)) => be.mul_mask(s, m, w_eff)?,
         (Some(s), None) => be.copy(s, w_eff)?,
@@ -111,11 +107,11 @@ pub fn backward<B: Backend + ?Sized>(
         ],
         db.as_deref(),
     )?;
-    check_numel(op, "dy", dy, d.n * d.out)?;
-    check_numel(op, "du", du, d.out * d.rank)?;
-    check_numel(op, "dv", dv, d.rank * d.inp)?;
+    check_len(op, "dy", dy.numel(), d.n * d.out)?;
+    check_len(op, "du", du.numel(), d.out * d.rank)?;
+    check_len(op, "dv", dv.numel(), d.rank * d.inp)?;
     if let Some(dx) = &dx {
-        check_numel(op, "dx", dx, d.n * d.inp)?;
+        check_len(op, "dx", dx.numel(), d.n * d.inp)?;
     }
     // dW = dyᵀ·x
     be.gemm(

@@ -55,11 +55,11 @@ impl MovementOps for CudaBackend {
         let t = tau as f64;
         let logit = (t / (1.0 - t)).ln();
         let n = scores.numel();
-        check_n(op, "mask", mask, n)?;
+        check_len(op, "mask", mask.numel(), n)?;
         let pd = match dscores {
             Some(d) if coef != 0.0 => opt_ptr_mut(self, op, "dscores", Some(d), n)?,
             Some(d) => {
-                check_n(op, "dscores", d, n)?;
+                check_len(op, "dscores", d.numel(), n)?;
                 0
             }
             None => 0,
