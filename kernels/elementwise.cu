@@ -213,7 +213,7 @@ KERNEL void mul_mask_f32(const float* __restrict__ x, const u8* __restrict__ mas
 }
 
 // out += mask != 0 ? x : 0 (a select; mask null: out += x). LoSparse's
-// dS += M⊙dW (backend/lowrank_sparse.rs).
+// dS += M⊙dW (src/backend/ops/lowrank_sparse/mod.rs).
 KERNEL void masked_add_f32(const float* __restrict__ x, const u8* __restrict__ mask, float* __restrict__ out,
                            u64 n) {
     const u64 n4 = n >> 2;

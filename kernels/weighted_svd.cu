@@ -1,6 +1,6 @@
 // Weighted power-iteration SVD (docs/algorithms.md §4.2, §6.3): the small
 // kernels between the cuBLAS strided-batched products of
-// backend/cuda/compress.rs.
+// src/backend/ops/weighted_svd/batched.rs (the driver) and cuda.rs.
 //
 // svd_chol_inv: CholeskyQR's r×r step for a batch of Gram matrices.
 // svd_blend + svd_sum_partials: the EM blend X = Ω⊙W + (1−Ω)⊙A fused with the

@@ -16,8 +16,8 @@ MUTATIONS=(
   "kernel-tail-off-by-one|kernels/elementwise.cu|gpu_cast_matches_cpu_bit_for_bit"
   "removed-syncthreads|kernels/reduce.cu|gpu_sum_squares_is_close_and_deterministic"
   "read-one-past-the-end|kernels/reduce.cu|gpu_sum_squares_is_close_and_deterministic"
-  "wrong-leading-dimension|src/backend/cuda/ops.rs|gpu_gemm_linear_layer_shapes"
-  "k0-gemm-ld-unfixed|src/backend/cuda/ops.rs|gpu_gemm_with_empty_dimensions"
+  "wrong-leading-dimension|src/backend/ops/gemm/cuda.rs|gpu_gemm_linear_layer_shapes"
+  "k0-gemm-ld-unfixed|src/backend/ops/gemm/cuda.rs|gemm_with_empty_dimensions::gpu_on_cuda"
 )
 
 apply_mutation() {

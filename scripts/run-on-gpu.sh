@@ -4,7 +4,7 @@
 # failure, not a skip), then `lpaf bench kernels`. Build the bundle first on
 # a machine with Rust: scripts/bundle-for-gpu.sh (dist/lpaf, dist/lpaf-tests).
 #
-# Extra arguments go to the test executable (a filter such as gpu_ops, or
+# Extra arguments go to the test executable (a filter such as ops_topk, or
 # --skip NAME). When $OUT is set, the output is also written to
 # $OUT/gpu-tests.log and $OUT/bench-kernels.log.
 set -uo pipefail

@@ -278,7 +278,7 @@ class LoSparseLinear(nn.Module):
         """docs/algorithms.md §3: after the optimizer step, before gradients are cleared, I_t = |S ⊙ ∇S|
         with the updated S and the clipped gradient (the one AdamW used); running mean over
         the window; at the window's end Ī ← β1·Ī + (1−β1)·ipt and, if β2 < 1,
-        Ū ← β2·Ū + (1−β2)·|ipt − Ī| (src/backend/cpu/compress.rs, importance_element)."""
+        Ū ← β2·Ū + (1−β2)·|ipt − Ī| (src/backend/ops/losparse_importance/cpu.rs, importance_element)."""
         g = self.sparse.grad
         if g is None:
             return

@@ -4,7 +4,7 @@
 # checks them against reference loops. No GPU or nvcc needed: a host-side
 # check of index math, tails, bounds and reduction logic. It says nothing
 # about device-only behaviour (coalescing, the real shuffle hardware, the
-# device's libm), which the GPU tests in tests/it/gpu_ops.rs cover.
+# device's libm), which the GPU tests in src/backend/ops/*/tests.rs cover.
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 out="${TMPDIR:-/tmp}/lpaf-kernel-emu"

@@ -6,8 +6,8 @@
 //!
 //! Shape: 2 layers, hidden 128, 4 heads, intermediate 512, batch 4 ×
 //! sequence 48 with padding — smaller than BERT-base so that the emulated
-//! device runs it in seconds in CI (the per-operation tests in gpu_ops.rs
-//! use BERT-base shapes). Both backends round GEMM inputs to TF32 / bf16 the
+//! device runs it in seconds in CI (the per-operation tests in
+//! src/backend/ops/*/tests.rs use BERT-base shapes). Both backends round GEMM inputs to TF32 / bf16 the
 //! same way, so only summation orders differ.
 
 use lpaf::backend::{Backend, Precision};

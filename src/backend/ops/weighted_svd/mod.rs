@@ -45,7 +45,7 @@ pub struct WeightedSvdProblem<'a> {
 ///   `V = √Σ·V_bᵀ`, singular values descending.
 ///
 /// The CPU computes in f64 with Householder QR for `orth`; the CUDA backend in
-/// f32 with CholeskyQR2 (see `backend/cuda/compress.rs`).
+/// f32 with CholeskyQR2 (see `batched.rs`).
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
 pub struct WeightedSvdOptions {
     /// At most this many EM steps (K).
