@@ -347,52 +347,42 @@ pub trait BackendCore: Send + Sync {
     }
 }
 
-/// Everything a backend computes: [`BackendCore`] and one trait per
-/// operation, each defined in its folder under `ops/` with its CPU reference
-/// and its CUDA launcher beside it (docs/ARCHITECTURE.md, "Operations").
-/// Implemented for every type that implements them all.
-pub trait Backend:
-    BackendCore
-    + GemmOps
-    + ElementwiseOps
-    + LayerNormOps
-    + AttentionOps
-    + EmbeddingOps
-    + ReduceOps
-    + AdamWOps
-    + MovementOps
-    + LosparseImportanceOps
-    + TopkOps
-    + WeightedSvdOps
-{
-}
+/// Declares `Backend` as [`BackendCore`] plus every operation trait (one
+/// list), implements it for every type that implements them all, and makes
+/// the `prelude` of all the traits.
+macro_rules! backend_traits {
+    ($($op:ident),* $(,)?) => {
+        /// Everything a backend computes: [`BackendCore`] and one trait per
+        /// operation, each defined in its folder under `ops/` with its CPU
+        /// reference and its CUDA launcher beside it (docs/ARCHITECTURE.md,
+        /// "Operations"). Implemented for every type that implements them all.
+        pub trait Backend: BackendCore $(+ $op)* {}
 
-impl<T> Backend for T where
-    T: BackendCore
-        + GemmOps
-        + ElementwiseOps
-        + LayerNormOps
-        + AttentionOps
-        + EmbeddingOps
-        + ReduceOps
-        + AdamWOps
-        + MovementOps
-        + LosparseImportanceOps
-        + TopkOps
-        + WeightedSvdOps
-{
-}
+        impl<T: BackendCore $(+ $op)*> Backend for T {}
 
-pub type BackendRef = Arc<dyn Backend>;
-
-/// Every backend trait, for method calls on a concrete backend type
-/// (`CpuBackend::new().gemm(..)`); a `&dyn Backend` needs no import.
-pub mod prelude {
-    pub use super::{
-        AdamWOps, AttentionOps, Backend, BackendCore, ElementwiseOps, EmbeddingOps, GemmOps,
-        LayerNormOps, LosparseImportanceOps, MovementOps, ReduceOps, TopkOps, WeightedSvdOps,
+        /// Every backend trait, for method calls on a concrete backend type
+        /// (`CpuBackend::new().gemm(..)`); a `&dyn Backend` needs no import.
+        pub mod prelude {
+            pub use super::{Backend, BackendCore $(, $op)*};
+        }
     };
 }
+
+backend_traits!(
+    GemmOps,
+    ElementwiseOps,
+    LayerNormOps,
+    AttentionOps,
+    EmbeddingOps,
+    ReduceOps,
+    AdamWOps,
+    MovementOps,
+    LosparseImportanceOps,
+    TopkOps,
+    WeightedSvdOps,
+);
+
+pub type BackendRef = Arc<dyn Backend>;
 
 /// `got == want` element counts, or an error naming the operation and the tensor.
 pub fn check_len(op: &str, name: &str, got: usize, want: usize) -> Result<()> {
