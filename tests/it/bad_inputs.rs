@@ -559,4 +559,13 @@ fn malformed_tokenizer_json_is_an_error_not_a_panic() {
         .expect("accepted")
         .to_string();
     assert!(e.contains("tokenizer.json") && e.contains("`[CLS]`"), "{e}");
+    // The same template under a "type" that is not a string: the crate
+    // still loads it, so the check goes by the template's shape.
+    v["post_processor"]["type"] = serde_json::json!({});
+    std::fs::write(d.path().join("tokenizer.json"), v.to_string()).unwrap();
+    let e = lpaf::data::Tokenizer::from_dir(d.path())
+        .err()
+        .expect("accepted")
+        .to_string();
+    assert!(e.contains("tokenizer.json") && e.contains("`[CLS]`"), "{e}");
 }
