@@ -15,7 +15,8 @@
 
 use super::*;
 
-/// Threads per block of the 1-D and warp-per-row kernels.
+/// Threads per block of every 1-D, warp-per-row and compression kernel (`TPB`
+/// in kernels/topk.cu, whose launch bounds and tiles assume it).
 pub(crate) const BLOCK: u32 = 256;
 /// Rows per block of the warp-per-row kernels (one warp per row).
 pub(crate) const ROWS_PER_BLOCK: u64 = (BLOCK / 32) as u64;
@@ -434,22 +435,6 @@ mod tests {
 }
 
 // ---- helpers of the compression launchers ----
-
-pub(crate) const TPB: u32 = 256;
-
-/// Grid for a grid-stride elementwise kernel over `n` elements, 4 per thread.
-pub(crate) fn elem_cfg(be: &CudaBackend, n: usize) -> LaunchConfig {
-    let vecs = n.div_ceil(4).max(1);
-    let blocks = vecs
-        .div_ceil(TPB as usize)
-        .min(be.sm_count as usize * 16)
-        .max(1);
-    LaunchConfig {
-        grid_dim: (blocks as u32, 1, 1),
-        block_dim: (TPB, 1, 1),
-        shared_mem_bytes: 0,
-    }
-}
 
 pub(crate) fn cfg(grid: (u32, u32, u32), block: u32, smem: u32) -> LaunchConfig {
     LaunchConfig {

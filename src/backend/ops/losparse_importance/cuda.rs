@@ -37,7 +37,7 @@ impl LosparseImportanceOps for CudaBackend {
         self.launch(
             "losparse_importance",
             "losparse_importance",
-            elem_cfg(self, n),
+            self.stride_cfg(n.div_ceil(4)),
             &args,
         )
     }
@@ -94,7 +94,7 @@ impl LosparseImportanceOps for CudaBackend {
         self.launch(
             "losparse_importance",
             "adamw_importance",
-            elem_cfg(self, n),
+            self.stride_cfg(n.div_ceil(4)),
             &args,
         )
     }

@@ -34,7 +34,12 @@ impl MovementOps for CudaBackend {
             KArg::U64(n as u64),
             KArg::I32((rule == ScoreRule::Accumulate) as i32),
         ];
-        self.launch("movement", "movement_grads", elem_cfg(self, n), &args)
+        self.launch(
+            "movement",
+            "movement_grads",
+            self.stride_cfg(n.div_ceil(4)),
+            &args,
+        )
     }
 
     fn sigmoid_mask(
@@ -76,12 +81,12 @@ impl MovementOps for CudaBackend {
             KArg::Ptr(pc),
         ];
         let blocks = n
-            .div_ceil(TPB as usize)
+            .div_ceil(BLOCK as usize)
             .clamp(1, self.sm_count as usize * 16);
         self.launch(
             "movement",
             "sigmoid_mask",
-            cfg((blocks as u32, 1, 1), TPB, 0),
+            cfg((blocks as u32, 1, 1), BLOCK, 0),
             &args,
         )?;
         Ok(read_u64s(self, pc, 1)?[0] as usize)

@@ -30,8 +30,8 @@ impl TopkOps for CudaBackend {
                 let base = self.ptr_mut(op, "scratch", &mut scratch, DType::I32)?;
                 let at = |w: usize| base + 4 * w as u64;
                 let table = self.ptr(op, "segments", &seg.table, DType::I32)?;
-                let grid = cfg((seg.tiles as u32, 1, 1), TPB, 0);
-                let one = cfg((1, 1, 1), TPB, 0);
+                let grid = cfg((seg.tiles as u32, 1, 1), BLOCK, 0);
+                let one = cfg((1, 1, 1), BLOCK, 0);
                 let nseg = KArg::I32(seg.nseg as i32);
                 let absa = KArg::I32(abs as i32);
                 self.launch(
@@ -128,7 +128,7 @@ impl TopkOps for CudaBackend {
         let nseg = KArg::I32(seg.nseg as i32);
         let absa = KArg::I32(th.abs as i32);
         let kth = th.key();
-        let grid = cfg((seg.tiles as u32, 1, 1), TPB, 0);
+        let grid = cfg((seg.tiles as u32, 1, 1), BLOCK, 0);
         let entries = |mode: i32, base: u64| {
             let args = [
                 table,
@@ -269,7 +269,7 @@ fn segments(
 fn row_keys(be: &CudaBackend, op: &str, seg: &Segments, abs: bool) -> Result<(Tensor, Tensor)> {
     let mut keys = empty(be, &[seg.rows.max(1)], DType::I32)?;
     let mut cols = empty(be, &[seg.rows.max(1)], DType::I32)?;
-    let warps_per_block = (TPB / 32) as usize;
+    let warps_per_block = (BLOCK / 32) as usize;
     let blocks = seg.rows.div_ceil(warps_per_block);
     if blocks > i32::MAX as usize {
         return Err(Error::shape(op, "too many rows"));
@@ -285,7 +285,7 @@ fn row_keys(be: &CudaBackend, op: &str, seg: &Segments, abs: bool) -> Result<(Te
     be.launch(
         "topk",
         "topk_row_keys",
-        cfg((blocks as u32, 1, 1), TPB, 0),
+        cfg((blocks as u32, 1, 1), BLOCK, 0),
         &args,
     )?;
     Ok((keys, cols))

@@ -101,7 +101,7 @@ impl SvdDevice for CudaBackend {
         let op = "weighted_svd";
         let (nb, numel) = (g.nb(), g.o * g.n);
         let nblk = (if numel % 4 == 0 { numel / 4 } else { numel })
-            .div_ceil(TPB as usize * 4)
+            .div_ceil(BLOCK as usize * 4)
             .clamp(1, 256);
         let mut partial = empty(self, &[2 * nb * nblk], DType::I32)?;
         let pp = self.ptr_mut(op, "partial", &mut partial, DType::I32)?;
@@ -122,14 +122,14 @@ impl SvdDevice for CudaBackend {
         self.launch(
             "weighted_svd",
             kernel,
-            cfg((nblk as u32, nb as u32, 1), TPB, 0),
+            cfg((nblk as u32, nb as u32, 1), BLOCK, 0),
             &args,
         )?;
         let po = self.ptr_mut(op, "objective", &mut g.obj, DType::I32)?;
         self.launch(
             "weighted_svd",
             "svd_sum_partials",
-            cfg((nb as u32, 1, 1), TPB, 0),
+            cfg((nb as u32, 1, 1), BLOCK, 0),
             &[KArg::Ptr(pp), KArg::I32(nblk as i32), KArg::Ptr(po)],
         )
     }
