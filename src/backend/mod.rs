@@ -29,7 +29,7 @@ use crate::error::{Error, Result};
 pub use cpu::CpuBackend;
 pub use ops::lowrank_sparse;
 pub use ops::{
-    adamw::*, attention::*, elementwise::*, embedding::*, gemm::*, layernorm::*,
+    adamw::*, attention::*, elementwise::*, embedding::*, gemm::*, grad_clip::*, layernorm::*,
     losparse_importance::*, movement::*, reduce::*, topk::*, weighted_svd::*,
 };
 pub use select::{gpu_for_test, select_backend};
@@ -375,6 +375,7 @@ backend_traits!(
     AttentionOps,
     EmbeddingOps,
     ReduceOps,
+    GradClipOps,
     AdamWOps,
     MovementOps,
     LosparseImportanceOps,

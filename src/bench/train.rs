@@ -23,9 +23,9 @@ use crate::compress::prune::{install_masked, PruneHooks, PruneKind, PruneScope, 
 use crate::data::{Batch, Labels, TaskKind};
 use crate::error::{Error, Result};
 use crate::model::{Bert, BertConfig, StepCtx};
-use crate::train::optimizer::{adamw_param, clip_factor, step_params, AdamWConfig};
+use crate::train::optimizer::{adamw_param, clip_gradients, step_params, AdamWConfig};
 use crate::train::schedule::CubicSchedule;
-use crate::train::trainer::{global_grad_norm, task_loss, NoHooks, TrainHooks};
+use crate::train::trainer::{task_loss, NoHooks, TrainHooks};
 
 #[derive(Clone, Debug)]
 pub struct TrainBenchOptions {
@@ -277,8 +277,8 @@ fn one_step(
     m.backward(be, &d, None)?;
     // Clipping as the trainer does it: the global gradient norm first.
     let cfg = AdamWConfig::default();
-    let factor = clip_factor(global_grad_norm(be, m)?, cfg.max_grad_norm);
-    let hp_for = |prm: &crate::model::Param| step_params(&cfg, prm, step + 1, 1e-5, 1e-2, factor);
+    clip_gradients(be, m, cfg.max_grad_norm)?;
+    let hp_for = |prm: &crate::model::Param| step_params(&cfg, prm, step + 1, 1e-5, 1e-2, 1.0);
     if !hooks.custom_update(be, m, &hp_for)? {
         m.visit_params(&mut |prm| adamw_param(be, prm, &hp_for(prm)))?;
     }

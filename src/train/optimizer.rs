@@ -1,10 +1,10 @@
 //! AdamW over every trainable parameter (docs/algorithms.md §1): decoupled weight decay,
-//! none on biases and LayerNorm weights, gradient-norm clipping, and separate
+//! none on biases and LayerNorm weights, gradient-norm clipping on the device, and separate
 //! settings for movement-pruning scores.
 
 use serde::{Deserialize, Serialize};
 
-use crate::backend::{AdamWStep, Backend};
+use crate::backend::{AdamWStep, Backend, DType, Tensor};
 use crate::error::Result;
 use crate::model::param::{Param, ParamGroup};
 use crate::model::Bert;
@@ -36,25 +36,19 @@ impl Default for AdamWConfig {
     }
 }
 
-/// Global L2 norm of the gradients of one group's trainable parameters
-/// (fixed order, deterministic).
-pub fn grad_norm(be: &dyn Backend, model: &mut Bert, group: ParamGroup) -> Result<f64> {
-    let mut total = 0.0f64;
-    model.visit_params(&mut |p| {
-        if !p.frozen && p.group == group {
-            total += be.sum_squares(&p.grad)?;
-        }
-        Ok(())
-    })?;
-    Ok(total.sqrt())
-}
-
-/// The clip factor of `torch.nn.utils.clip_grad_norm_`: `min(1, max / (norm + 1e-6))`.
-pub fn clip_factor(norm: f64, max_norm: f32) -> f32 {
-    if max_norm <= 0.0 {
-        return 1.0;
-    }
-    (max_norm as f64 / (norm + 1e-6)).min(1.0) as f32
+/// Clips every trainable gradient (weights and scores together, as
+/// `clip_grad_norm_(model.parameters())` takes them) by their global norm:
+/// the gradients are scaled in place, so the optimizer runs with
+/// `grad_scale` 1. Returns `[norm, factor]` (F32, 2 elements) where the
+/// gradients live, without reading it back: a step never waits for the device.
+pub fn clip_gradients(be: &dyn Backend, model: &mut Bert, max_norm: f32) -> Result<Tensor> {
+    let mut stats = be.empty(&[2], DType::F32)?;
+    let mut walk = |f: &mut dyn FnMut(&mut Tensor) -> Result<()>| {
+        model.visit_params(&mut |p| if p.frozen { Ok(()) } else { f(&mut p.grad) })
+    };
+    be.grad_norm_clip(&mut walk, max_norm, &mut stats)?;
+    be.scale_by_clip_factor(&mut walk, &stats)?;
+    Ok(stats)
 }
 
 /// The AdamW hyper-parameters of one parameter at this step: the group's

@@ -17,7 +17,7 @@ use crate::model::loss::{self, LossGrad};
 use crate::model::{Bert, StepCtx};
 use crate::train::checkpoint::{self, TrainerState};
 use crate::train::log::RunLog;
-use crate::train::optimizer::{adamw_param, clip_factor, step_params, AdamWConfig};
+use crate::train::optimizer::{adamw_param, clip_gradients, step_params, AdamWConfig};
 use crate::train::schedule::LinearSchedule;
 
 /// An endless, resumable stream of training batches.
@@ -223,19 +223,6 @@ pub struct TrainSummary {
 }
 
 /// The task loss of a micro-batch from host logits.
-/// The L2 norm of every trainable parameter's gradient (weights and
-/// scores) together, as clip_grad_norm_(model.parameters()) takes it.
-pub fn global_grad_norm(be: &dyn Backend, model: &mut Bert) -> Result<f64> {
-    let mut sq = 0.0f64;
-    model.visit_params(&mut |p| {
-        if !p.frozen {
-            sq += be.sum_squares(&p.grad)?;
-        }
-        Ok(())
-    })?;
-    Ok(sq.sqrt())
-}
-
 pub fn task_loss(model: &Bert, batch: &Batch, logits: &[f32], scale: f32) -> Result<LossGrad> {
     match &batch.labels {
         Labels::Class(y) => loss::cross_entropy(logits, y, model.num_labels(), scale),
@@ -256,6 +243,10 @@ pub fn fingerprint(v: &impl Serialize) -> String {
     }
     format!("{h:016x}")
 }
+
+/// At most this many steps between two divergence checks (when nothing is
+/// logged, evaluated or saved for longer).
+const MAX_PENDING_CHECKS: usize = 64;
 
 pub const CHECKPOINT_DIR: &str = "checkpoint";
 pub const BEST_DIR: &str = "best";
@@ -364,6 +355,20 @@ pub fn train(
             last_good(state)
         ))
     };
+    // Steps whose divergence check waits for the next read of the device:
+    // (step, loss, [gradient norm, clip factor] on the device).
+    let mut pending: Vec<(u64, f64, Tensor)> = Vec::new();
+    let mut norm = f64::NAN;
+    macro_rules! drain_checks {
+        () => {
+            for (at, loss, stats) in pending.drain(..) {
+                norm = be.to_f32(&stats)?[0] as f64;
+                if let Some(reason) = cfg.divergence.check(&mut state, loss, norm) {
+                    return Err(stop_diverged(&mut log, &state, at, reason));
+                }
+            }
+        };
+    }
     while state.step < cfg.total_steps {
         let step = state.step;
         hooks.on_step_begin(be, model, step)?;
@@ -391,6 +396,8 @@ pub fn train(
                 hidden = extra.hidden;
             }
             if !lg.loss.is_finite() {
+                // An earlier step may have diverged first: report that one.
+                drain_checks!();
                 let reason = format!("the loss became {}", lg.loss);
                 return Err(stop_diverged(&mut log, &state, step, reason));
             }
@@ -399,11 +406,10 @@ pub fn train(
             step_loss += lg.loss / cfg.grad_accum as f64;
             step_samples += batch.size;
         }
-        let norm = global_grad_norm(be, model)?;
-        if let Some(reason) = cfg.divergence.check(&mut state, step_loss, norm) {
-            return Err(stop_diverged(&mut log, &state, step, reason));
-        }
-        let factor = clip_factor(norm, cfg.optimizer.max_grad_norm);
+        // The norm and clip factor stay on the device; the divergence check
+        // reads them later (see `pending` below), so the step never waits.
+        let stats = clip_gradients(be, model, cfg.optimizer.max_grad_norm)?;
+        pending.push((step, step_loss, stats));
         let lr = sched.lr(step);
         let score_lr = cfg.optimizer.score_lr
             * if cfg.optimizer.lr > 0.0 {
@@ -413,7 +419,7 @@ pub fn train(
             };
         let opt = cfg.optimizer;
         let t = step + 1;
-        let hp_for = move |p: &crate::model::Param| step_params(&opt, p, t, lr, score_lr, factor);
+        let hp_for = move |p: &crate::model::Param| step_params(&opt, p, t, lr, score_lr, 1.0);
         if !hooks.custom_update(be, model, &hp_for)? {
             model.visit_params(&mut |p| {
                 let hp = hp_for(p);
@@ -430,7 +436,27 @@ pub fn train(
         state.epoch = epoch;
         state.position = position;
 
-        if cfg.log_every > 0 && (state.step % cfg.log_every == 0 || state.step == cfg.total_steps) {
+        let log_now =
+            cfg.log_every > 0 && (state.step % cfg.log_every == 0 || state.step == cfg.total_steps);
+        let at_end = state.step == cfg.total_steps;
+        let eval_now = (cfg.eval_every > 0 && state.step % cfg.eval_every == 0) || at_end;
+        let stop_now = cfg.stop_after > 0 && state.step - start_step >= cfg.stop_after;
+        let save_now = (cfg.checkpoint_every > 0 && state.step % cfg.checkpoint_every == 0)
+            || at_end
+            || stop_now;
+        // The divergence check of every step since the last one, in step
+        // order, before anything is logged, evaluated or saved: one read of
+        // the device per step checked, none in the steps between. Reading is
+        // free on the CPU, so there every step is checked at once.
+        if log_now
+            || eval_now
+            || save_now
+            || pending.len() >= MAX_PENDING_CHECKS
+            || be.kind() == crate::backend::DeviceKind::Cpu
+        {
+            drain_checks!();
+        }
+        if log_now {
             let mean = recent_loss.iter().sum::<f64>() / recent_loss.len().max(1) as f64;
             recent_loss.clear();
             let mut rec = json!({"loss": mean, "lr": lr, "grad_norm": norm, "epoch": epoch});
@@ -449,9 +475,8 @@ pub fn train(
                 ),
             )?;
         }
-        let at_end = state.step == cfg.total_steps;
         let overhead = std::time::Instant::now();
-        if (cfg.eval_every > 0 && state.step % cfg.eval_every == 0) || at_end {
+        if eval_now {
             let r = evaluate(be, model)?;
             model.clear_activations();
             let bad = r
@@ -487,11 +512,7 @@ pub fn train(
             }
             last_eval = Some(r);
         }
-        let stop_now = cfg.stop_after > 0 && state.step - start_step >= cfg.stop_after;
-        if (cfg.checkpoint_every > 0 && state.step % cfg.checkpoint_every == 0)
-            || at_end
-            || stop_now
-        {
+        if save_now {
             state.method = hooks.state();
             checkpoint::save_checkpoint(be, model, &state, &ckpt_dir)?;
         }

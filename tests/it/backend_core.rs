@@ -218,3 +218,68 @@ fn gpu_copy_clone_and_mul() {
     let mut short = g.zeros(&[n - 1], DType::F32).unwrap();
     assert!(g.copy(&ag, &mut short).is_err());
 }
+
+/// The buffer pool: a dropped tensor's buffer serves the next allocation of
+/// the same type and size (so a step that repeats its sizes allocates
+/// nothing), and ids uploaded from the host are checked from their recorded
+/// range, without a round trip; ids a kernel wrote are checked on the device.
+#[test]
+fn gpu_pool_reuses_buffers_and_uploaded_ids_need_no_round_trip() {
+    let g = gpu_or_skip!("gpu_pool_reuses_buffers_and_uploaded_ids_need_no_round_trip");
+    let count = |f: &mut dyn FnMut()| {
+        let a = g.engine_counters().unwrap();
+        f();
+        let b = g.engine_counters().unwrap();
+        (b.allocs - a.allocs, b.syncs - a.syncs)
+    };
+    drop(g.zeros(&[1000], DType::F32).unwrap());
+    let (allocs, _) = count(&mut || {
+        let a = g.zeros(&[1000], DType::F32).unwrap();
+        assert_eq!(host(&*g, &a), vec![0.0; 1000], "a reused buffer is zeroed");
+    });
+    assert_eq!(allocs, 0, "the dropped buffer was not reused");
+    let (allocs, _) = count(&mut || drop(g.zeros(&[1001], DType::F32).unwrap()));
+    assert_eq!(allocs, 1, "another size allocates");
+    let (allocs, _) = count(&mut || drop(g.zeros(&[1000], DType::Bf16).unwrap()));
+    assert_eq!(allocs, 1, "another type allocates");
+
+    let table: Vec<f32> = (0..40).map(|i| i as f32 * 0.5).collect();
+    let tg = put(&*g, &table, &[10, 4]);
+    let ids = [0, 9, 3];
+    let ig = g.from_i32(&ids, &[3]).unwrap();
+    let mut out = poisoned(&*g, &[3, 4]);
+    let (_, syncs) = count(&mut || g.gather_rows(&tg, &ig, &mut out, false).unwrap());
+    assert_eq!(syncs, 0, "uploaded in-range ids were read back");
+    let want: Vec<f32> = ids
+        .iter()
+        .flat_map(|&i| table[i as usize * 4..i as usize * 4 + 4].to_vec())
+        .collect();
+    assert_bits("gather", &host(&*g, &out), &want);
+    let bad = g.from_i32(&[0, 10, 3], &[3]).unwrap();
+    let e = g
+        .gather_rows(&tg, &bad, &mut out, false)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("id 10 at position 1"), "{e}");
+    // A copy carries the range; a kernel's write clears it.
+    let mut dst = g.from_i32(&[1, 2, 3], &[3]).unwrap();
+    g.copy(&bad, &mut dst).unwrap();
+    let e = g
+        .gather_rows(&tg, &dst, &mut out, false)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("id 10 at position 1"), "{e}");
+    let mut written = g.from_i32(&[1, 2, 3], &[3]).unwrap();
+    g.fill(&mut written, 12.0).unwrap();
+    let e = g
+        .gather_rows(&tg, &written, &mut out, false)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("id 12 at position 0"), "{e}");
+    let mut d = g.zeros(&[10, 4], DType::F32).unwrap();
+    let e = g
+        .scatter_add_rows(&out, &written, &mut d)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("id 12 at position 0"), "{e}");
+}

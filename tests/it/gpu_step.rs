@@ -14,7 +14,7 @@ use lpaf::backend::{Backend, Precision};
 use lpaf::data::{Batch, Labels, TaskKind};
 use lpaf::model::bert::Bert;
 use lpaf::model::{BertConfig, StepCtx};
-use lpaf::train::optimizer::{adamw_param, clip_factor, step_params, AdamWConfig};
+use lpaf::train::optimizer::{adamw_param, clip_gradients, step_params, AdamWConfig};
 use lpaf::train::trainer::task_loss;
 
 use crate::common::{cpu, rel_err};
@@ -75,21 +75,25 @@ fn step(be: &dyn Backend, p: Precision) -> StepResult {
     let d = be.from_f32(&lg.dlogits, logits.shape()).unwrap();
     m.backward(be, &d, None).unwrap();
     let mut grads = Vec::new();
-    let mut sq = 0.0f64;
     m.visit_params(&mut |prm| {
-        sq += be.sum_squares(&prm.grad)?;
         grads.push((prm.name.clone(), be.to_f32(&prm.grad)?));
         Ok(())
     })
     .unwrap();
-    let norm = sq.sqrt();
-    // Clip at a norm below the step's, so the factor matters.
+    // The norm alone (max_norm 0: no clipping), then clipped at half of it,
+    // so that the factor matters; as the trainer does, on the device.
+    let norm = be
+        .to_f32(&clip_gradients(be, &mut m, 0.0).unwrap())
+        .unwrap()[0] as f64;
     let cfg = AdamWConfig {
         max_grad_norm: (norm * 0.5) as f32,
         ..AdamWConfig::default()
     };
-    let factor = clip_factor(norm, cfg.max_grad_norm);
-    m.visit_params(&mut |prm| adamw_param(be, prm, &step_params(&cfg, prm, 3, 1e-3, 1e-2, factor)))
+    let stats = be
+        .to_f32(&clip_gradients(be, &mut m, cfg.max_grad_norm).unwrap())
+        .unwrap();
+    assert!(stats[1] < 0.51 && stats[1] > 0.49, "clip factor {stats:?}");
+    m.visit_params(&mut |prm| adamw_param(be, prm, &step_params(&cfg, prm, 3, 1e-3, 1e-2, 1.0)))
         .unwrap();
     let mut params = Vec::new();
     m.visit_params(&mut |prm| {

@@ -31,6 +31,8 @@ mod ops_elementwise;
 mod ops_embedding;
 #[path = "../../src/backend/ops/gemm/tests.rs"]
 mod ops_gemm;
+#[path = "../../src/backend/ops/grad_clip/tests.rs"]
+mod ops_grad_clip;
 #[path = "../../src/backend/ops/layernorm/tests.rs"]
 mod ops_layernorm;
 #[path = "../../src/backend/ops/losparse_importance/tests.rs"]

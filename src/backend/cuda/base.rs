@@ -271,7 +271,7 @@ impl BackendCore for CudaBackend {
     fn zeros(&self, shape: &[usize], dtype: DType) -> Result<Tensor> {
         let mut t = self.new_tensor(shape, dtype)?;
         if let Storage::Cuda(s) = t.storage_mut() {
-            let r = match &mut s.data {
+            let r = match &mut *s.data {
                 CudaData::F32(x) => self.stream.memset_zeros(x),
                 CudaData::Bf16(x) => self.stream.memset_zeros(x),
                 CudaData::U8(x) => self.stream.memset_zeros(x),
@@ -291,7 +291,16 @@ impl BackendCore for CudaBackend {
     }
 
     fn from_i32(&self, data: &[i32], shape: &[usize]) -> Result<Tensor> {
-        self.upload("from_i32", data, shape)
+        let mut t = self.upload("from_i32", data, shape)?;
+        // Remembered so that gather / scatter check ids without a round trip.
+        if let (Storage::Cuda(s), Some(lo), Some(hi)) = (
+            t.storage_mut(),
+            data.iter().min().copied(),
+            data.iter().max().copied(),
+        ) {
+            s.i32_range = Some((lo, hi));
+        }
+        Ok(t)
     }
 
     fn to_f32(&self, t: &Tensor) -> Result<Vec<f32>> {
@@ -330,7 +339,8 @@ impl BackendCore for CudaBackend {
         let Storage::Cuda(d) = dst.storage_mut() else {
             return Err(Error::shape("copy", "dst is on the CPU"));
         };
-        let r = match (&s.data, &mut d.data) {
+        d.i32_range = s.i32_range;
+        let r = match (&*s.data, &mut *d.data) {
             (CudaData::F32(a), CudaData::F32(b)) => {
                 stream.memcpy_dtod(&a.slice(0..n), &mut b.slice_mut(0..n))
             }
@@ -498,12 +508,12 @@ pub(crate) fn write_f32(be: &CudaBackend, t: &mut Tensor, data: &[f32]) -> Resul
     }
     let stream = be.stream.clone();
     match t.storage_mut() {
-        Storage::Cuda(CudaStorage {
-            data: CudaData::F32(x),
-            ..
-        }) => stream
-            .memcpy_htod(data, &mut x.slice_mut(0..data.len()))
-            .map_err(|e| Error::cuda("cuMemcpyHtoD", e)),
+        Storage::Cuda(s) => match &mut *s.data {
+            CudaData::F32(x) => stream
+                .memcpy_htod(data, &mut x.slice_mut(0..data.len()))
+                .map_err(|e| Error::cuda("cuMemcpyHtoD", e)),
+            _ => Err(Error::shape("write_f32", "not an F32 device tensor")),
+        },
         _ => Err(Error::shape("write_f32", "not an F32 device tensor")),
     }
 }

@@ -16,6 +16,7 @@ mod base;
 pub(crate) use base::*;
 
 use std::collections::HashMap;
+use std::mem::ManuallyDrop;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -33,8 +34,66 @@ use crate::error::{Error, Result};
 /// always holds at least one element, so that empty tensors — a rank-0 factor,
 /// say — are representable).
 pub struct CudaStorage {
-    pub(crate) data: CudaData,
+    /// Taken out only by `Drop`, which hands the buffer back to the pool.
+    pub(crate) data: ManuallyDrop<CudaData>,
     pub(crate) len: usize,
+    /// Where the buffer goes when the tensor is dropped (None: freed).
+    pool: Option<Arc<Mutex<BufferPool>>>,
+    /// For an I32 tensor uploaded from the host: the smallest and largest
+    /// value it holds, so that id checks need not read the device. Cleared
+    /// when a kernel may write the tensor (`ptr_mut`).
+    pub(crate) i32_range: Option<(i32, i32)>,
+}
+
+impl Drop for CudaStorage {
+    fn drop(&mut self) {
+        // SAFETY: `data` is never used again after this.
+        let data = unsafe { ManuallyDrop::take(&mut self.data) };
+        if let Some(pool) = &self.pool {
+            if let Ok(mut p) = pool.lock() {
+                p.give(data);
+            }
+        }
+    }
+}
+
+/// Device buffers of dropped tensors, kept for reuse by the next allocation
+/// of the same element type and capacity. A training step allocates the same
+/// sizes every time, so after the first step nothing is allocated (or freed)
+/// in a step; reuse is in stream order (one stream), so no event is needed.
+/// Emptied, and the allocation retried, when the device runs out of memory.
+#[derive(Default)]
+pub(crate) struct BufferPool {
+    free: HashMap<(DType, usize), Vec<CudaData>>,
+    cached_bytes: usize,
+}
+
+impl BufferPool {
+    fn key(d: &CudaData) -> (DType, usize) {
+        match d {
+            CudaData::F32(x) => (DType::F32, x.len()),
+            CudaData::Bf16(x) => (DType::Bf16, x.len()),
+            CudaData::U8(x) => (DType::U8, x.len()),
+            CudaData::I32(x) => (DType::I32, x.len()),
+        }
+    }
+    fn give(&mut self, d: CudaData) {
+        let k = Self::key(&d);
+        self.cached_bytes += k.0.size_bytes() * k.1;
+        self.free.entry(k).or_default().push(d);
+    }
+    fn take(&mut self, dtype: DType, cap: usize) -> Option<CudaData> {
+        let d = self.free.get_mut(&(dtype, cap))?.pop()?;
+        self.cached_bytes -= dtype.size_bytes() * cap;
+        Some(d)
+    }
+    /// Frees every cached buffer (returns the bytes released).
+    fn clear(&mut self) -> usize {
+        let b = self.cached_bytes;
+        self.free.clear();
+        self.cached_bytes = 0;
+        b
+    }
 }
 
 /// The typed device buffer behind a [`CudaStorage`].
@@ -47,7 +106,7 @@ pub enum CudaData {
 
 impl CudaStorage {
     pub fn dtype(&self) -> DType {
-        match &self.data {
+        match &*self.data {
             CudaData::F32(_) => DType::F32,
             CudaData::Bf16(_) => DType::Bf16,
             CudaData::U8(_) => DType::U8,
@@ -94,6 +153,10 @@ pub struct CudaBackend {
     pub(crate) sm_count: u32,
     name: String,
     pub(crate) counts: Counts,
+    /// None when `LPAF_CUDA_POOL=0` (every tensor allocates and frees).
+    pool: Option<Arc<Mutex<BufferPool>>>,
+    /// Uploaded gradient tables of ops/grad_clip, keyed by their bytes.
+    pub(crate) grad_tables: Mutex<Vec<(Vec<u8>, Arc<Tensor>)>>,
 }
 
 /// [`EngineCounters`] as the backend updates them.
@@ -181,6 +244,9 @@ impl CudaBackend {
             sm_count,
             name: info.name,
             counts: Counts::default(),
+            pool: (std::env::var("LPAF_CUDA_POOL").as_deref() != Ok("0"))
+                .then(|| Arc::new(Mutex::new(BufferPool::default()))),
+            grad_tables: Mutex::new(Vec::new()),
         })
     }
 
@@ -240,15 +306,42 @@ impl CudaBackend {
         Ok(())
     }
 
-    /// Allocates a device buffer of `n` elements (uninitialised).
+    /// A device buffer of `n` elements (uninitialised): a cached one of the
+    /// same type and capacity when the pool has it, else a new allocation.
     pub(crate) fn alloc_storage(&self, n: usize, dtype: DType) -> Result<CudaStorage> {
+        let cap = n.max(1);
+        let cached = self
+            .pool
+            .as_ref()
+            .and_then(|p| p.lock().ok()?.take(dtype, cap));
+        let data = match cached {
+            Some(d) => d,
+            None => match self.alloc_data(cap, dtype) {
+                Ok(d) => d,
+                // Out of memory with buffers cached: free them and retry once.
+                Err(e) => match &self.pool {
+                    Some(p) if p.lock().map(|mut p| p.clear()).unwrap_or(0) > 0 => {
+                        self.alloc_data(cap, dtype)?
+                    }
+                    _ => return Err(e),
+                },
+            },
+        };
+        Ok(CudaStorage {
+            data: ManuallyDrop::new(data),
+            len: n,
+            pool: self.pool.clone(),
+            i32_range: None,
+        })
+    }
+
+    fn alloc_data(&self, cap: usize, dtype: DType) -> Result<CudaData> {
         let op = "cuMemAlloc";
         Counts::bump(&self.counts.allocs);
-        // SAFETY: the contents are uninitialised; every constructor below
-        // writes them before they are read (zeros() memsets).
-        let cap = n.max(1);
-        let data = unsafe {
-            match dtype {
+        // SAFETY: the contents are uninitialised; every constructor writes
+        // them before they are read (zeros() memsets).
+        unsafe {
+            Ok(match dtype {
                 DType::F32 => CudaData::F32(
                     self.stream
                         .alloc::<f32>(cap)
@@ -269,9 +362,16 @@ impl CudaBackend {
                         .alloc::<i32>(cap)
                         .map_err(|e| Error::cuda(op, e))?,
                 ),
-            }
-        };
-        Ok(CudaStorage { data, len: n })
+            })
+        }
+    }
+
+    /// Frees the device buffers the pool keeps for reuse (bytes released).
+    pub fn release_cached(&self) -> usize {
+        self.pool
+            .as_ref()
+            .and_then(|p| p.lock().ok().map(|mut p| p.clear()))
+            .unwrap_or(0)
     }
 
     pub(crate) fn storage<'a>(
@@ -319,7 +419,8 @@ impl CudaBackend {
                         format!("{name} is {:?}, expected {dtype:?}", s.dtype()),
                     ));
                 }
-                Ok(match &mut s.data {
+                s.i32_range = None;
+                Ok(match &mut *s.data {
                     CudaData::F32(x) => x.device_ptr_mut(&stream).0,
                     CudaData::Bf16(x) => x.device_ptr_mut(&stream).0,
                     CudaData::U8(x) => x.device_ptr_mut(&stream).0,
@@ -334,7 +435,7 @@ impl CudaBackend {
     }
 
     pub(crate) fn raw_ptr(&self, s: &CudaStorage) -> u64 {
-        match &s.data {
+        match &*s.data {
             CudaData::F32(x) => x.device_ptr(&self.stream).0,
             CudaData::Bf16(x) => x.device_ptr(&self.stream).0,
             CudaData::U8(x) => x.device_ptr(&self.stream).0,

@@ -11,6 +11,7 @@ pub mod attention;
 pub mod elementwise;
 pub mod embedding;
 pub mod gemm;
+pub mod grad_clip;
 pub mod layernorm;
 pub mod losparse_importance;
 pub mod lowrank_sparse;
