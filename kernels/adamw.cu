@@ -59,3 +59,54 @@ KERNEL void adamw_f32(float* __restrict__ p, const float* __restrict__ g, float*
         v[i] = vv;
     }
 }
+
+// ---- every parameter in one launch ---------------------------------------------
+// One entry per parameter: its four tensors, its blocks of the grid and its
+// scalars (per parameter: learning rate and weight decay differ by group).
+// Each element is updated by adamw_one with its entry's scalars, so the
+// result is bit-identical to one adamw_f32 launch per parameter.
+struct AdamWEntry {
+    float* p;
+    const float* g;
+    float* m;
+    float* v;
+    u64 n;
+    u32 first_block;
+    u32 blocks;
+    AdamWArgs a;
+};
+
+KERNEL void adamw_many_f32(const AdamWEntry* __restrict__ entries, u32 count) {
+    const u32 t = entry_of_block(entries, count, blockIdx.x);
+    const AdamWEntry e = entries[t];
+    const u32 local = blockIdx.x - e.first_block;
+    const u64 start = (u64)local * blockDim.x + threadIdx.x;
+    const u64 stride = (u64)e.blocks * blockDim.x;
+    const u64 n4 = e.n >> 2;
+    float4* p4 = reinterpret_cast<float4*>(e.p);
+    const float4* g4 = reinterpret_cast<const float4*>(e.g);
+    float4* m4 = reinterpret_cast<float4*>(e.m);
+    float4* v4 = reinterpret_cast<float4*>(e.v);
+    for (u64 i = start; i < n4; i += stride) {
+        float4 pp = p4[i];
+        const float4 gg = g4[i];
+        float4 mm = m4[i];
+        float4 vv = v4[i];
+        adamw_one(pp.x, gg.x, mm.x, vv.x, e.a);
+        adamw_one(pp.y, gg.y, mm.y, vv.y, e.a);
+        adamw_one(pp.z, gg.z, mm.z, vv.z, e.a);
+        adamw_one(pp.w, gg.w, mm.w, vv.w, e.a);
+        p4[i] = pp;
+        m4[i] = mm;
+        v4[i] = vv;
+    }
+    for (u64 i = (n4 << 2) + start; i < e.n; i += stride) {
+        float pp = e.p[i];
+        float mm = e.m[i];
+        float vv = e.v[i];
+        adamw_one(pp, e.g[i], mm, vv, e.a);
+        e.p[i] = pp;
+        e.m[i] = mm;
+        e.v[i] = vv;
+    }
+}

@@ -33,6 +33,20 @@ __device__ __forceinline__ u64 global_stride() {
     return (u64)gridDim.x * blockDim.x;
 }
 
+// ---- multi-tensor tables -----------------------------------------------------
+// A table of entries, one per tensor, each owning the global blocks
+// [first_block, first_block + blocks) of one grid (entries sorted by
+// first_block): the entry of block b, by binary search.
+template <typename Entry>
+__device__ __forceinline__ u32 entry_of_block(const Entry* e, u32 count, u32 b) {
+    u32 lo = 0, hi = count;
+    while (hi - lo > 1) {
+        const u32 mid = (lo + hi) >> 1;
+        if (e[mid].first_block <= b) lo = mid; else hi = mid;
+    }
+    return lo;
+}
+
 // ---- Philox4x32-10 ----------------------------------------------------------
 // Salmon et al., SC 2011. The round and key schedule mirror philox.rs line by
 // line: ctr = [hi1 ^ c1 ^ k0, lo1, hi0 ^ c3 ^ k1, lo0], key bumped after every

@@ -29,8 +29,8 @@ use crate::error::{Error, Result};
 pub use cpu::CpuBackend;
 pub use ops::lowrank_sparse;
 pub use ops::{
-    adamw::*, attention::*, elementwise::*, embedding::*, gemm::*, grad_clip::*, layernorm::*,
-    losparse_importance::*, movement::*, reduce::*, topk::*, weighted_svd::*,
+    adamw::*, attention::*, cross_entropy::*, elementwise::*, embedding::*, gemm::*, grads::*,
+    layernorm::*, losparse_importance::*, movement::*, reduce::*, topk::*, weighted_svd::*,
 };
 pub use select::{gpu_for_test, select_backend};
 
@@ -375,7 +375,8 @@ backend_traits!(
     AttentionOps,
     EmbeddingOps,
     ReduceOps,
-    GradClipOps,
+    GradsOps,
+    CrossEntropyOps,
     AdamWOps,
     MovementOps,
     LosparseImportanceOps,

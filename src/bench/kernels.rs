@@ -431,14 +431,15 @@ type WorkloadsFn = fn(&dyn Backend, f64, u64) -> Result<Vec<Box<dyn Workload>>>;
 
 /// The folders whose workloads have no goal of their own (the compression
 /// kernels' rows above carry theirs).
-const BASIC_OPS: [WorkloadsFn; 8] = [
+const BASIC_OPS: [WorkloadsFn; 9] = [
     ops::gemm::bench::workloads,
     ops::elementwise::bench::workloads,
     ops::layernorm::bench::workloads,
     ops::attention::bench::workloads,
     ops::embedding::bench::workloads,
     ops::reduce::bench::workloads,
-    ops::grad_clip::bench::workloads,
+    ops::grads::bench::workloads,
+    ops::cross_entropy::bench::workloads,
     ops::adamw::bench::workloads,
 ];
 

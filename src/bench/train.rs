@@ -23,9 +23,9 @@ use crate::compress::prune::{install_masked, PruneHooks, PruneKind, PruneScope, 
 use crate::data::{Batch, Labels, TaskKind};
 use crate::error::{Error, Result};
 use crate::model::{Bert, BertConfig, StepCtx};
-use crate::train::optimizer::{adamw_param, clip_gradients, step_params, AdamWConfig};
+use crate::train::optimizer::{adamw_all, clip_gradients, step_params, AdamWConfig};
 use crate::train::schedule::CubicSchedule;
-use crate::train::trainer::{task_loss, NoHooks, TrainHooks};
+use crate::train::trainer::{loss_and_backward, NoHooks, TrainHooks};
 
 #[derive(Clone, Debug)]
 pub struct TrainBenchOptions {
@@ -271,16 +271,14 @@ fn one_step(
         micro: 0,
     };
     let logits = m.forward(be, &ctx, batch)?;
-    let z = be.to_f32(&logits)?;
-    let lg = task_loss(m, batch, &z, 1.0)?;
-    let d = be.from_f32(&lg.dlogits, logits.shape())?;
-    m.backward(be, &d, None)?;
+    let mut loss = None;
+    loss_and_backward(be, m, hooks, &ctx, batch, &logits, 1.0, &mut loss)?;
     // Clipping as the trainer does it: the global gradient norm first.
     let cfg = AdamWConfig::default();
     clip_gradients(be, m, cfg.max_grad_norm)?;
     let hp_for = |prm: &crate::model::Param| step_params(&cfg, prm, step + 1, 1e-5, 1e-2, 1.0);
     if !hooks.custom_update(be, m, &hp_for)? {
-        m.visit_params(&mut |prm| adamw_param(be, prm, &hp_for(prm)))?;
+        adamw_all(be, m, &|_| true, &hp_for)?;
     }
     hooks.on_step_end(be, m, step)?;
     m.zero_grads(be)

@@ -73,6 +73,10 @@ impl<H: TrainHooks> TrainHooks for DistillHooks<H> {
         self.inner.on_step_begin(be, model, step)
     }
 
+    fn uses_logits(&self) -> bool {
+        true
+    }
+
     fn extra_loss(
         &mut self,
         be: &dyn Backend,

@@ -17,7 +17,7 @@ use crate::error::{Error, Result};
 use crate::model::bert::{linear_prefix, Bert};
 use crate::model::linear::DenseLinear;
 use crate::model::param::Param;
-use crate::train::optimizer::adamw_param;
+use crate::train::optimizer::adamw_all;
 use crate::train::schedule::CubicSchedule;
 use crate::train::trainer::TrainHooks;
 
@@ -269,13 +269,7 @@ impl TrainHooks for LoSparseHooks {
             .iter()
             .map(|l| l.s.name.clone())
             .collect();
-        model.visit_params(&mut |p| {
-            if sparse_names.contains(&p.name) {
-                return Ok(());
-            }
-            let hp = hp_for(p);
-            adamw_param(be, p, &hp)
-        })?;
+        adamw_all(be, model, &|p| !sparse_names.contains(&p.name), hp_for)?;
         // S: AdamW fused with the importance update (after the step, with ∇S).
         let step_hp = {
             let l = losparse_layers(model);

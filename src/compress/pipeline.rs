@@ -92,6 +92,9 @@ impl TrainHooks for HookRef<'_> {
     fn on_step_begin(&mut self, be: &dyn Backend, m: &mut Bert, s: u64) -> Result<()> {
         self.0.on_step_begin(be, m, s)
     }
+    fn uses_logits(&self) -> bool {
+        self.0.uses_logits()
+    }
     fn extra_loss(
         &mut self,
         be: &dyn Backend,

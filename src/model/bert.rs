@@ -369,8 +369,11 @@ impl Bert {
         Ok(())
     }
 
+    /// Zeroes every trainable gradient (one launch on the GPU).
     pub fn zero_grads(&mut self, be: &dyn Backend) -> Result<()> {
-        self.visit_params(&mut |p| if p.frozen { Ok(()) } else { p.zero_grad(be) })
+        be.zero_all(&mut |f| {
+            self.visit_params(&mut |p| if p.frozen { Ok(()) } else { f(&mut p.grad) })
+        })
     }
 
     /// Parameters in total.

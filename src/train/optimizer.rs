@@ -4,7 +4,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::backend::{AdamWStep, Backend, DType, Tensor};
+use crate::backend::{AdamWSlot, AdamWStep, Backend, DType, Tensor};
 use crate::error::Result;
 use crate::model::param::{Param, ParamGroup};
 use crate::model::Bert;
@@ -87,4 +87,40 @@ pub fn adamw_param(be: &dyn Backend, p: &mut Param, hp: &AdamWStep) -> Result<()
     } = p;
     let (m, v) = adam.as_mut().expect("allocated by adam_state");
     be.adamw(value, grad, m, v, hp)
+}
+
+/// One AdamW update of every trainable parameter `include` accepts, each with
+/// `hp_for`'s hyper-parameters (moments allocated on first use): one launch
+/// on the GPU, the same result as [`adamw_param`] on each in turn.
+pub fn adamw_all(
+    be: &dyn Backend,
+    model: &mut Bert,
+    include: &dyn Fn(&Param) -> bool,
+    hp_for: &dyn Fn(&Param) -> AdamWStep,
+) -> Result<()> {
+    model.visit_params(&mut |p| {
+        if !p.frozen && include(p) {
+            p.adam_state(be)?;
+        }
+        Ok(())
+    })?;
+    be.adamw_many(&mut |f| {
+        model.visit_params(&mut |p| {
+            if p.frozen || !include(p) {
+                return Ok(());
+            }
+            let hp = hp_for(p);
+            let Param {
+                value, grad, adam, ..
+            } = p;
+            let (m, v) = adam.as_mut().expect("allocated above");
+            f(AdamWSlot {
+                p: value,
+                g: grad,
+                m,
+                v,
+                hp,
+            })
+        })
+    })
 }

@@ -10,14 +10,14 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
-use crate::backend::{Backend, Precision, Tensor};
+use crate::backend::{Backend, DType, Precision, Tensor};
 use crate::data::{Batch, Labels};
 use crate::error::{Error, Result, ResultExt};
 use crate::model::loss::{self, LossGrad};
 use crate::model::{Bert, StepCtx};
 use crate::train::checkpoint::{self, TrainerState};
 use crate::train::log::RunLog;
-use crate::train::optimizer::{adamw_param, clip_gradients, step_params, AdamWConfig};
+use crate::train::optimizer::{adamw_all, clip_gradients, step_params, AdamWConfig};
 use crate::train::schedule::LinearSchedule;
 
 /// An endless, resumable stream of training batches.
@@ -91,6 +91,11 @@ pub trait TrainHooks {
         _scale: f32,
     ) -> Result<Option<ExtraLoss>> {
         Ok(None)
+    }
+    /// True when `extra_loss` needs the logits on the host (distillation):
+    /// the step's loss is then computed on the host too.
+    fn uses_logits(&self) -> bool {
+        false
     }
     /// Replaces the optimizer update of a parameter when it returns true
     /// (LoSparse fuses AdamW with its importance update).
@@ -220,6 +225,54 @@ pub struct TrainSummary {
     pub train_seconds: f64,
     pub samples_per_second: f64,
     pub final_loss: Option<f64>,
+}
+
+/// The loss of one micro-batch and the backward pass from it. For
+/// classification the loss is computed where the logits are and added to
+/// `device_loss` (`scale · loss`; created on first use), and nothing is read
+/// back; otherwise — regression, spans, or hooks that need the host logits
+/// (distillation) — on the host, and the unscaled loss is returned.
+#[allow(clippy::too_many_arguments)]
+pub fn loss_and_backward(
+    be: &dyn Backend,
+    model: &mut Bert,
+    hooks: &mut dyn TrainHooks,
+    ctx: &StepCtx,
+    batch: &Batch,
+    logits_t: &Tensor,
+    scale: f32,
+    device_loss: &mut Option<Tensor>,
+) -> Result<Option<f64>> {
+    if let Labels::Class(y) = &batch.labels {
+        let labels: Option<Vec<i32>> = y.iter().map(|&l| i32::try_from(l).ok()).collect();
+        if let (Some(labels), false) = (labels, hooks.uses_logits()) {
+            let labels = be.from_i32(&labels, &[labels.len()])?;
+            let mut d = be.empty(logits_t.shape(), DType::F32)?;
+            let accumulate = device_loss.is_some();
+            let loss = match device_loss {
+                Some(t) => t,
+                None => device_loss.insert(be.zeros(&[1], DType::F32)?),
+            };
+            be.cross_entropy(logits_t, &labels, scale, &mut d, loss, accumulate)?;
+            model.backward(be, &d, None)?;
+            return Ok(None);
+        }
+    }
+    let logits = be.to_f32(logits_t)?;
+    let mut lg = task_loss(model, batch, &logits, scale)?;
+    let mut hidden = None;
+    if let Some(extra) = hooks.extra_loss(be, ctx, batch, model, &logits, scale)? {
+        lg.loss += extra.loss;
+        for (d, e) in lg.dlogits.iter_mut().zip(&extra.dlogits) {
+            *d += e;
+        }
+        hidden = extra.hidden;
+    }
+    if lg.loss.is_finite() {
+        let d = be.from_f32(&lg.dlogits, logits_t.shape())?;
+        model.backward(be, &d, hidden.as_deref())?;
+    }
+    Ok(Some(lg.loss))
 }
 
 /// The task loss of a micro-batch from host logits.
@@ -355,17 +408,23 @@ pub fn train(
             last_good(state)
         ))
     };
-    // Steps whose divergence check waits for the next read of the device:
-    // (step, loss, [gradient norm, clip factor] on the device).
-    let mut pending: Vec<(u64, f64, Tensor)> = Vec::new();
+    // Steps whose divergence check waits for the next read of the device.
+    // (step, its host loss, its device loss, [gradient norm, clip factor]).
+    let mut pending: Vec<(u64, f64, Option<Tensor>, Tensor)> = Vec::new();
     let mut norm = f64::NAN;
     macro_rules! drain_checks {
         () => {
-            for (at, loss, stats) in pending.drain(..) {
+            for (at, host, dev, stats) in pending.drain(..) {
+                let loss = match dev {
+                    Some(t) => host + be.to_f32(&t)?[0] as f64,
+                    None => host,
+                };
                 norm = be.to_f32(&stats)?[0] as f64;
                 if let Some(reason) = cfg.divergence.check(&mut state, loss, norm) {
                     return Err(stop_diverged(&mut log, &state, at, reason));
                 }
+                recent_loss.push(loss);
+                final_loss = Some(loss);
             }
         };
     }
@@ -373,6 +432,7 @@ pub fn train(
         let step = state.step;
         hooks.on_step_begin(be, model, step)?;
         let mut step_loss = 0.0;
+        let mut device_loss: Option<Tensor> = None;
         let mut step_samples = 0;
         for micro in 0..cfg.grad_accum {
             let batch = data.next_batch()?;
@@ -384,32 +444,35 @@ pub fn train(
                 micro: micro as u32,
             };
             let logits_t = model.forward(be, &ctx, &batch)?;
-            let logits = be.to_f32(&logits_t)?;
             let scale = 1.0 / cfg.grad_accum as f32;
-            let mut lg = task_loss(model, &batch, &logits, scale)?;
-            let mut hidden = None;
-            if let Some(extra) = hooks.extra_loss(be, &ctx, &batch, model, &logits, scale)? {
-                lg.loss += extra.loss;
-                for (d, e) in lg.dlogits.iter_mut().zip(&extra.dlogits) {
-                    *d += e;
+            let host_loss = loss_and_backward(
+                be,
+                model,
+                hooks,
+                &ctx,
+                &batch,
+                &logits_t,
+                scale,
+                &mut device_loss,
+            )?;
+            if let Some(l) = host_loss {
+                if !l.is_finite() {
+                    // An earlier step may have diverged first: report that one.
+                    #[allow(unused_assignments)]
+                    {
+                        drain_checks!();
+                    }
+                    let reason = format!("the loss became {l}");
+                    return Err(stop_diverged(&mut log, &state, step, reason));
                 }
-                hidden = extra.hidden;
+                step_loss += l / cfg.grad_accum as f64;
             }
-            if !lg.loss.is_finite() {
-                // An earlier step may have diverged first: report that one.
-                drain_checks!();
-                let reason = format!("the loss became {}", lg.loss);
-                return Err(stop_diverged(&mut log, &state, step, reason));
-            }
-            let d = be.from_f32(&lg.dlogits, logits_t.shape())?;
-            model.backward(be, &d, hidden.as_deref())?;
-            step_loss += lg.loss / cfg.grad_accum as f64;
             step_samples += batch.size;
         }
         // The norm and clip factor stay on the device; the divergence check
         // reads them later (see `pending` below), so the step never waits.
         let stats = clip_gradients(be, model, cfg.optimizer.max_grad_norm)?;
-        pending.push((step, step_loss, stats));
+        pending.push((step, step_loss, device_loss, stats));
         let lr = sched.lr(step);
         let score_lr = cfg.optimizer.score_lr
             * if cfg.optimizer.lr > 0.0 {
@@ -421,17 +484,12 @@ pub fn train(
         let t = step + 1;
         let hp_for = move |p: &crate::model::Param| step_params(&opt, p, t, lr, score_lr, 1.0);
         if !hooks.custom_update(be, model, &hp_for)? {
-            model.visit_params(&mut |p| {
-                let hp = hp_for(p);
-                adamw_param(be, p, &hp)
-            })?;
+            adamw_all(be, model, &|_| true, &hp_for)?;
         }
         hooks.on_step_end(be, model, step)?;
         model.zero_grads(be)?;
         state.step += 1;
         log.add_samples(step_samples as u64);
-        recent_loss.push(step_loss);
-        final_loss = Some(step_loss);
         let (epoch, position) = data.cursor();
         state.epoch = epoch;
         state.position = position;

@@ -12,8 +12,8 @@ fn kernel_bench_report_runs_small_on_cpu() {
     assert!(report.copy_bytes_per_s > 0.0);
     assert!(report.gemm_flops_per_s.iter().all(|(_, r)| *r > 0.0));
     // 15 compression rows, then gemm 3, elementwise 8, layernorm 2,
-    // attention 3, embedding 2, reduce 2, grad_clip 1, adamw 1.
-    assert_eq!(report.rows.len(), 37);
+    // attention 3, embedding 2, reduce 2, grads 1, cross_entropy 1, adamw 1.
+    assert_eq!(report.rows.len(), 38);
     assert!(report.row("layer_norm_backward").is_some());
     assert!(report.row("gemm linear bf16").is_some());
     assert!(report
@@ -58,7 +58,7 @@ fn gpu_kernel_bench_report_runs_tiny() {
         return;
     };
     let report = run(&*g, &KernelBenchOptions::quick(1e-4)).unwrap();
-    assert_eq!(report.rows.len(), 37);
+    assert_eq!(report.rows.len(), 38);
     for r in &report.rows {
         assert!(r.error.is_none(), "{}: {:?}", r.kernel, r.error);
         assert!(r.seconds.unwrap() > 0.0, "{}", r.kernel);

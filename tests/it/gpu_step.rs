@@ -15,7 +15,7 @@ use lpaf::data::{Batch, Labels, TaskKind};
 use lpaf::model::bert::Bert;
 use lpaf::model::{BertConfig, StepCtx};
 use lpaf::train::optimizer::{adamw_param, clip_gradients, step_params, AdamWConfig};
-use lpaf::train::trainer::task_loss;
+use lpaf::train::trainer::{loss_and_backward, NoHooks};
 
 use crate::common::{cpu, rel_err};
 
@@ -70,10 +70,15 @@ fn step(be: &dyn Backend, p: Precision) -> StepResult {
         micro: 0,
     };
     let logits = m.forward(be, &ctx, &b).unwrap();
-    let z = be.to_f32(&logits).unwrap();
-    let lg = task_loss(&m, &b, &z, 1.0).unwrap();
-    let d = be.from_f32(&lg.dlogits, logits.shape()).unwrap();
-    m.backward(be, &d, None).unwrap();
+    // The loss on the device, as the trainer computes it for classification.
+    let mut loss = None;
+    let host =
+        loss_and_backward(be, &mut m, &mut NoHooks, &ctx, &b, &logits, 1.0, &mut loss).unwrap();
+    assert!(
+        host.is_none(),
+        "a classification loss went through the host"
+    );
+    let loss = be.to_f32(&loss.unwrap()).unwrap()[0] as f64;
     let mut grads = Vec::new();
     m.visit_params(&mut |prm| {
         grads.push((prm.name.clone(), be.to_f32(&prm.grad)?));
@@ -102,7 +107,7 @@ fn step(be: &dyn Backend, p: Precision) -> StepResult {
     })
     .unwrap();
     StepResult {
-        loss: lg.loss,
+        loss,
         norm,
         grads,
         params,

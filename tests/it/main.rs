@@ -25,14 +25,16 @@ mod train;
 mod ops_adamw;
 #[path = "../../src/backend/ops/attention/tests.rs"]
 mod ops_attention;
+#[path = "../../src/backend/ops/cross_entropy/tests.rs"]
+mod ops_cross_entropy;
 #[path = "../../src/backend/ops/elementwise/tests.rs"]
 mod ops_elementwise;
 #[path = "../../src/backend/ops/embedding/tests.rs"]
 mod ops_embedding;
 #[path = "../../src/backend/ops/gemm/tests.rs"]
 mod ops_gemm;
-#[path = "../../src/backend/ops/grad_clip/tests.rs"]
-mod ops_grad_clip;
+#[path = "../../src/backend/ops/grads/tests.rs"]
+mod ops_grads;
 #[path = "../../src/backend/ops/layernorm/tests.rs"]
 mod ops_layernorm;
 #[path = "../../src/backend/ops/losparse_importance/tests.rs"]

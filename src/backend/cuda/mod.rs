@@ -155,7 +155,7 @@ pub struct CudaBackend {
     pub(crate) counts: Counts,
     /// None when `LPAF_CUDA_POOL=0` (every tensor allocates and frees).
     pool: Option<Arc<Mutex<BufferPool>>>,
-    /// Uploaded gradient tables of ops/grad_clip, keyed by their bytes.
+    /// Uploaded gradient tables of ops/grads, keyed by their bytes.
     pub(crate) grad_tables: Mutex<Vec<(Vec<u8>, Arc<Tensor>)>>,
 }
 

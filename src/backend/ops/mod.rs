@@ -8,10 +8,11 @@
 
 pub mod adamw;
 pub mod attention;
+pub mod cross_entropy;
 pub mod elementwise;
 pub mod embedding;
 pub mod gemm;
-pub mod grad_clip;
+pub mod grads;
 pub mod layernorm;
 pub mod losparse_importance;
 pub mod lowrank_sparse;

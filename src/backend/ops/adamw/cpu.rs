@@ -39,6 +39,10 @@ impl AdamWOps for CpuBackend {
         });
         Ok(())
     }
+
+    fn adamw_many(&self, params: &mut AdamWWalk<'_>) -> Result<()> {
+        params(&mut |s| self.adamw(s.p, s.g, s.m, s.v, &s.hp))
+    }
 }
 
 /// One element of AdamW exactly as `torch.optim.AdamW` (non-fused, single tensor) orders it.

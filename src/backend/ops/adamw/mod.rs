@@ -47,4 +47,39 @@ pub trait AdamWOps {
         v: &mut Tensor,
         hp: &AdamWStep,
     ) -> Result<()>;
+
+    /// [`AdamWOps::adamw`] for every parameter `params` visits, each with its
+    /// own hyper-parameters; bit-identical to one `adamw` call per parameter
+    /// in visit order. On the GPU: one launch for them all, over a table of
+    /// their tensors and scalars uploaded with it.
+    fn adamw_many(&self, params: &mut AdamWWalk<'_>) -> Result<()>;
+}
+
+/// One parameter of [`AdamWOps::adamw_many`]: its tensors and hyper-parameters.
+pub struct AdamWSlot<'a> {
+    pub p: &'a mut Tensor,
+    pub g: &'a Tensor,
+    pub m: &'a mut Tensor,
+    pub v: &'a mut Tensor,
+    pub hp: AdamWStep,
+}
+
+/// Visits the parameters of a multi-tensor AdamW step, in a fixed order.
+pub type AdamWWalk<'a> = dyn FnMut(&mut dyn FnMut(AdamWSlot<'_>) -> Result<()>) -> Result<()> + 'a;
+
+/// The f32 scalars of one step exactly as the CPU computes them: (grad_scale,
+/// decay, 1 − β1, β2, 1 − β2, eps, step_size, √bc2), the order of the
+/// kernel's `AdamWArgs`.
+pub(crate) fn adamw_scalars(hp: &AdamWStep) -> [f32; 8] {
+    let (bc1, bc2) = hp.bias_corrections();
+    [
+        hp.grad_scale,
+        1.0 - hp.lr * hp.weight_decay,
+        1.0 - hp.beta1,
+        hp.beta2,
+        1.0 - hp.beta2,
+        hp.eps,
+        hp.lr / bc1,
+        bc2.sqrt(),
+    ]
 }

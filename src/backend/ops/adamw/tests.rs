@@ -128,4 +128,87 @@ fn adamw_matches_naive(be: &dyn Backend) {
     }
 }
 
-test_device!(adamw_matches_naive);
+/// The multi-tensor step over parameters of several sizes (empty, a scalar
+/// tail, several blocks, the 1024-block clamp), each with its own
+/// hyper-parameters, equals one `adamw` per parameter bit for bit.
+fn adamw_many_matches_one_call_per_parameter(be: &dyn Backend) {
+    let sizes = [3usize, 0, 4096, 4101, 1_200_007, 1];
+    let hp_of = |i: usize| AdamWStep {
+        lr: 1e-3 * (i + 1) as f32,
+        beta1: 0.9,
+        beta2: 0.999,
+        eps: 1e-8,
+        weight_decay: if i % 2 == 0 { 0.01 } else { 0.0 },
+        step: 3 + i as u64,
+        grad_scale: 1.0 - 0.1 * i as f32,
+    };
+    let make = |k: u64| -> Vec<[Tensor; 4]> {
+        sizes
+            .iter()
+            .enumerate()
+            .map(|(i, &n)| {
+                let s = 10 * i as u64 + k;
+                let v: Vec<f32> = rand_vec(s + 3, n, 0.01).iter().map(|x| x * x).collect();
+                [
+                    tb(be, rand_vec(s, n, 1.0), &[n]),
+                    tb(be, rand_vec(s + 1, n, 0.1), &[n]),
+                    tb(be, rand_vec(s + 2, n, 0.01), &[n]),
+                    tb(be, v, &[n]),
+                ]
+            })
+            .collect()
+    };
+    let mut one = make(100);
+    for (i, [p, g, m, v]) in one.iter_mut().enumerate() {
+        be.adamw(p, g, m, v, &hp_of(i)).unwrap();
+    }
+    let mut many = make(100);
+    be.adamw_many(&mut |f| {
+        many.iter_mut()
+            .enumerate()
+            .try_for_each(|(i, [p, g, m, v])| {
+                f(AdamWSlot {
+                    p,
+                    g,
+                    m,
+                    v,
+                    hp: hp_of(i),
+                })
+            })
+    })
+    .unwrap();
+    for (i, (a, b)) in one.iter().zip(&many).enumerate() {
+        for (k, name) in [(0, "param"), (1, "grad"), (2, "m"), (3, "v")] {
+            assert!(
+                same_bits(&be.to_f32(&a[k]).unwrap(), &be.to_f32(&b[k]).unwrap()),
+                "parameter {i} (n = {}): {name} differs",
+                sizes[i]
+            );
+        }
+    }
+    // A length mismatch names the tensor.
+    let (mut p, g, mut m, mut v) = (
+        tb(be, vec![0.0; 4], &[4]),
+        tb(be, vec![0.0; 4], &[4]),
+        tb(be, vec![0.0; 5], &[5]),
+        tb(be, vec![0.0; 4], &[4]),
+    );
+    let e = be
+        .adamw_many(&mut |f| {
+            f(AdamWSlot {
+                p: &mut p,
+                g: &g,
+                m: &mut m,
+                v: &mut v,
+                hp: hp_of(0),
+            })
+        })
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("m has 5 elements, expected 4"), "{e}");
+}
+
+test_device!(
+    adamw_matches_naive,
+    adamw_many_matches_one_call_per_parameter
+);

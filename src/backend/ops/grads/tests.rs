@@ -1,8 +1,8 @@
-//! Gradient-norm clipping over many tensors: the norm against an f64 naive
-//! sum, the factor against `clip_factor`, the result equal bit for bit to
+//! Operations over many tensors at once: the norm against an f64 naive sum,
+//! the clip factor against `clip_factor`, the result equal bit for bit to
 //! per-tensor `sum_squares` added in order (what the trainer used to do on the
-//! host), and the scaled gradients equal bit for bit to `scale`. Run on the
-//! CPU and on the CUDA device (`test_device!`).
+//! host), the scaled gradients equal bit for bit to `scale`, and zeroing. Run
+//! on the CPU and on the CUDA device (`test_device!`).
 //!
 //! Part of the integration-test crate (`tests/it/main.rs` includes it).
 
@@ -111,7 +111,21 @@ fn grad_norm_clip_edge_cases(be: &dyn Backend) {
     assert!(e.contains("grad_norm_clip") && e.contains("stats"), "{e}");
 }
 
+/// Every visited tensor becomes zero (NaN and infinities too); others stay.
+fn zero_all_zeroes_every_visited_tensor(be: &dyn Backend) {
+    let mut ts = grads(be, 1.0);
+    ts.push(tb(be, vec![f32::NAN, f32::INFINITY, -0.0, 5.0, 1.0], &[5]));
+    let keep = tb(be, vec![3.0; 9], &[9]);
+    be.zero_all(&mut walk_all(&mut ts)).unwrap();
+    for (i, t) in ts.iter().enumerate() {
+        let v = be.to_f32(t).unwrap();
+        assert!(v.iter().all(|x| x.to_bits() == 0), "tensor {i} not zeroed");
+    }
+    assert_eq!(be.to_f32(&keep).unwrap(), vec![3.0; 9]);
+}
+
 test_device!(
     grad_norm_clip_matches_per_tensor_sums,
-    grad_norm_clip_edge_cases
+    grad_norm_clip_edge_cases,
+    zero_all_zeroes_every_visited_tensor
 );

@@ -1,11 +1,11 @@
-//! The CPU reference of `GradClipOps`.
+//! The CPU reference of `GradsOps`.
 
 use super::check_stats;
 use crate::backend::cpu::*;
 use crate::backend::*;
 use crate::error::Result;
 
-impl GradClipOps for CpuBackend {
+impl GradsOps for CpuBackend {
     fn grad_norm_clip(
         &self,
         grads: &mut TensorWalk<'_>,
@@ -32,5 +32,12 @@ impl GradClipOps for CpuBackend {
             return Ok(());
         }
         grads(&mut |g| self.scale(g, f))
+    }
+
+    fn zero_all(&self, grads: &mut TensorWalk<'_>) -> Result<()> {
+        grads(&mut |g| {
+            f32s_mut("zero_all", "gradient", g)?;
+            self.fill(g, 0.0)
+        })
     }
 }

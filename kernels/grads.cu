@@ -1,10 +1,12 @@
-// Gradient-norm clipping over every gradient of the model in three launches,
-// with the result kept on the device (no host round trip in a step):
+// Operations over every gradient of the model at once, over one table of
+// entries (pointer, length, blocks). Gradient-norm clipping in three
+// launches, with the result kept on the device (no host round trip in a step):
 //   1. grad_sumsq_many_f64: f64 partial sums of squares, the blocks of all
 //      tensors in one grid (a table of entries says which block is whose);
 //   2. grad_norm_finalize: per-tensor sums in block order, then the tensors
 //      in table order -> stats = [norm, clip factor];
-//   3. grad_scale_many: g *= factor (nothing when the factor is 1).
+//   3. grad_scale_many: g *= factor (nothing when the factor is 1);
+// and grads_zero_many: g = 0, the whole model in one launch.
 // Each tensor is split exactly as sum_squares_f64 (reduce.cu) splits it, and
 // the additions happen in the order the host used to do them, so the result
 // is the one of per-tensor sum_squares calls added on the host. No atomics.
@@ -18,16 +20,6 @@ struct GradEntry {
     u32 first_block;  // blocks of earlier entries
     u32 blocks;       // this tensor's blocks: ceil(n / 4096) clamped to [1, 1024]
 };
-
-// The entry owning global block b (entries sorted by first_block).
-__device__ __forceinline__ u32 entry_of_block(const GradEntry* e, u32 count, u32 b) {
-    u32 lo = 0, hi = count;
-    while (hi - lo > 1) {
-        const u32 mid = (lo + hi) >> 1;
-        if (e[mid].first_block <= b) lo = mid; else hi = mid;
-    }
-    return lo;
-}
 
 // partials[first_block + k] = Σ x² over block k of its tensor's own grid
 // (the partition and order of sum_squares_f64). Block: 256 threads.
@@ -101,4 +93,14 @@ KERNEL void grad_scale_many(const GradEntry* __restrict__ entries, u32 count,
     const u64 start = (u64)local * blockDim.x + threadIdx.x;
     const u64 stride = (u64)e.blocks * blockDim.x;
     for (u64 i = start; i < e.n; i += stride) e.x[i] *= f;
+}
+
+// x = 0 for every entry (the same block table).
+KERNEL void grads_zero_many(const GradEntry* __restrict__ entries, u32 count) {
+    const u32 t = entry_of_block(entries, count, blockIdx.x);
+    const GradEntry e = entries[t];
+    const u32 local = blockIdx.x - e.first_block;
+    const u64 start = (u64)local * blockDim.x + threadIdx.x;
+    const u64 stride = (u64)e.blocks * blockDim.x;
+    for (u64 i = start; i < e.n; i += stride) e.x[i] = 0.0f;
 }

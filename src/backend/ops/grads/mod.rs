@@ -1,12 +1,13 @@
-//! Gradient-norm clipping over all of a model's gradients at once
-//! (`kernels/grad_clip.cu`): the global L2 norm and the clip factor of
-//! `torch.nn.utils.clip_grad_norm_`, written to a device tensor so that a
-//! training step never waits for the host, and the gradients scaled by it.
+//! Operations over all of a model's gradients at once (`kernels/grads.cu`):
+//! the global L2 norm and the clip factor of `torch.nn.utils.clip_grad_norm_`,
+//! written to a device tensor so that a training step never waits for the
+//! host, the gradients scaled by it, and the gradients zeroed. On the GPU each
+//! is one launch (the norm two) for the whole model, over one table of the
+//! gradients uploaded once.
 //!
 //! In this folder: the contract (the trait below), the CPU reference
-//! (`cpu.rs`), the CUDA launcher (`cuda.rs`, three launches for the whole
-//! model), the test bodies (`tests.rs`, run on every device present) and the
-//! benchmark workloads (`bench.rs`).
+//! (`cpu.rs`), the CUDA launcher (`cuda.rs`), the test bodies (`tests.rs`,
+//! run on every device present) and the benchmark workloads (`bench.rs`).
 
 pub(crate) mod bench;
 mod cpu;
@@ -29,8 +30,8 @@ pub fn clip_factor(norm: f64, max_norm: f32) -> f32 {
     (max_norm as f64 / (norm + 1e-6)).min(1.0) as f32
 }
 
-/// Gradient-norm clipping over every tensor a walk visits.
-pub trait GradClipOps {
+/// Norm, clipping and zeroing over every tensor a walk visits.
+pub trait GradsOps {
     /// `stats = [‖g‖₂, clip_factor(‖g‖₂, max_norm)]` (F32, 2 elements) over
     /// every tensor `grads` visits: per tensor the f64 sum of squares of
     /// [`ReduceOps::sum_squares`], added in visit order. Nothing is read back.
@@ -42,8 +43,11 @@ pub trait GradClipOps {
     ) -> Result<()>;
 
     /// `g *= stats[1]` for every tensor `grads` visits (nothing when the
-    /// factor is 1), with `stats` as [`GradClipOps::grad_norm_clip`] wrote it.
+    /// factor is 1), with `stats` as [`GradsOps::grad_norm_clip`] wrote it.
     fn scale_by_clip_factor(&self, grads: &mut TensorWalk<'_>, stats: &Tensor) -> Result<()>;
+
+    /// Every F32 tensor `grads` visits set to zero.
+    fn zero_all(&self, grads: &mut TensorWalk<'_>) -> Result<()>;
 }
 
 /// `stats` is an F32 tensor of two elements.

@@ -1,4 +1,4 @@
-//! The CUDA launcher of `GradClipOps`: the visited tensors become a table of
+//! The CUDA launcher of `GradsOps`: the visited tensors become a table of
 //! entries (pointer, length, their blocks in one grid), uploaded once and
 //! reused while the same tensors are visited (a model's gradients never move).
 
@@ -15,7 +15,7 @@ fn blocks_of(n: usize) -> usize {
     n.div_ceil(4096).clamp(1, 1024)
 }
 
-/// `GradEntry` of kernels/grad_clip.cu: {float* x; u64 n; u32 first_block; u32 blocks}.
+/// `GradEntry` of kernels/grads.cu: {float* x; u64 n; u32 first_block; u32 blocks}.
 const ENTRY_BYTES: usize = 24;
 
 /// The device table of a walk's tensors, with its entry and block counts.
@@ -74,7 +74,7 @@ impl CudaBackend {
     }
 }
 
-impl GradClipOps for CudaBackend {
+impl GradsOps for CudaBackend {
     fn grad_norm_clip(
         &self,
         grads: &mut TensorWalk<'_>,
@@ -96,7 +96,7 @@ impl GradClipOps for CudaBackend {
             shared_mem_bytes: 0,
         };
         self.launch(
-            "grad_clip",
+            "grads",
             "grad_sumsq_many_f64",
             cfg,
             &[KArg::Ptr(pt), KArg::U32(t.count), KArg::Ptr(pp)],
@@ -107,7 +107,7 @@ impl GradClipOps for CudaBackend {
             shared_mem_bytes: 0,
         };
         self.launch(
-            "grad_clip",
+            "grads",
             "grad_norm_finalize",
             one,
             &[
@@ -133,10 +133,27 @@ impl GradClipOps for CudaBackend {
             shared_mem_bytes: 0,
         };
         self.launch(
-            "grad_clip",
+            "grads",
             "grad_scale_many",
             cfg,
             &[KArg::Ptr(pt), KArg::U32(t.count), KArg::Ptr(ps)],
+        )
+    }
+
+    fn zero_all(&self, grads: &mut TensorWalk<'_>) -> Result<()> {
+        let op = "zero_all";
+        let t = self.grad_table(op, grads)?;
+        let pt = self.raw_ptr(self.storage(op, "table", &t.table)?);
+        let cfg = LaunchConfig {
+            grid_dim: (t.blocks, 1, 1),
+            block_dim: (BLOCK, 1, 1),
+            shared_mem_bytes: 0,
+        };
+        self.launch(
+            "grads",
+            "grads_zero_many",
+            cfg,
+            &[KArg::Ptr(pt), KArg::U32(t.count)],
         )
     }
 }
