@@ -275,8 +275,8 @@ fn one_step(
     loss_and_backward(be, m, hooks, &ctx, batch, &logits, 1.0, &mut loss)?;
     // Clipping as the trainer does it: the global gradient norm first.
     let cfg = AdamWConfig::default();
-    clip_gradients(be, m, cfg.max_grad_norm)?;
-    let hp_for = |prm: &crate::model::Param| step_params(&cfg, prm, step + 1, 1e-5, 1e-2, 1.0);
+    let gs = clip_gradients(be, m, cfg.max_grad_norm)?.grad_scale;
+    let hp_for = |prm: &crate::model::Param| step_params(&cfg, prm, step + 1, 1e-5, 1e-2, gs);
     if !hooks.custom_update(be, m, &hp_for)? {
         adamw_all(be, m, &|_| true, &hp_for)?;
     }

@@ -4,7 +4,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::backend::{AdamWSlot, AdamWStep, Backend, DType, Tensor};
+use crate::backend::{AdamWSlot, AdamWStep, Backend, DType, DeviceKind, Tensor};
 use crate::error::Result;
 use crate::model::param::{Param, ParamGroup};
 use crate::model::Bert;
@@ -36,19 +36,35 @@ impl Default for AdamWConfig {
     }
 }
 
+/// Gradient-norm clipping of a step, as [`clip_gradients`] did it.
+pub struct Clip {
+    /// `[norm, factor]` (F32, 2 elements), where the gradients live.
+    pub stats: Tensor,
+    /// The `grad_scale` the optimizer applies: the factor itself on the CPU
+    /// (the gradients were not scaled), 1 on a GPU (they were).
+    pub grad_scale: f32,
+}
+
 /// Clips every trainable gradient (weights and scores together, as
-/// `clip_grad_norm_(model.parameters())` takes them) by their global norm:
-/// the gradients are scaled in place, so the optimizer runs with
-/// `grad_scale` 1. Returns `[norm, factor]` (F32, 2 elements) where the
-/// gradients live, without reading it back: a step never waits for the device.
-pub fn clip_gradients(be: &dyn Backend, model: &mut Bert, max_norm: f32) -> Result<Tensor> {
+/// `clip_grad_norm_(model.parameters())` takes them) by their global norm,
+/// without waiting for the device. On a GPU the norm and factor stay there
+/// and the gradients are scaled in place (one launch), so the optimizer
+/// runs with `grad_scale` 1; on the CPU, where reading is free, the factor
+/// goes to the optimizer as its `grad_scale` instead of a pass over every
+/// gradient. Both give the same bits: `(g·f)·1 = g·f`.
+pub fn clip_gradients(be: &dyn Backend, model: &mut Bert, max_norm: f32) -> Result<Clip> {
     let mut stats = be.empty(&[2], DType::F32)?;
     let mut walk = |f: &mut dyn FnMut(&mut Tensor) -> Result<()>| {
         model.visit_params(&mut |p| if p.frozen { Ok(()) } else { f(&mut p.grad) })
     };
     be.grad_norm_clip(&mut walk, max_norm, &mut stats)?;
-    be.scale_by_clip_factor(&mut walk, &stats)?;
-    Ok(stats)
+    let grad_scale = if be.kind() == DeviceKind::Cpu {
+        be.to_f32(&stats)?[1]
+    } else {
+        be.scale_by_clip_factor(&mut walk, &stats)?;
+        1.0
+    };
+    Ok(Clip { stats, grad_scale })
 }
 
 /// The AdamW hyper-parameters of one parameter at this step: the group's

@@ -471,8 +471,9 @@ pub fn train(
         }
         // The norm and clip factor stay on the device; the divergence check
         // reads them later (see `pending` below), so the step never waits.
-        let stats = clip_gradients(be, model, cfg.optimizer.max_grad_norm)?;
-        pending.push((step, step_loss, device_loss, stats));
+        let clip = clip_gradients(be, model, cfg.optimizer.max_grad_norm)?;
+        let grad_scale = clip.grad_scale;
+        pending.push((step, step_loss, device_loss, clip.stats));
         let lr = sched.lr(step);
         let score_lr = cfg.optimizer.score_lr
             * if cfg.optimizer.lr > 0.0 {
@@ -482,7 +483,8 @@ pub fn train(
             };
         let opt = cfg.optimizer;
         let t = step + 1;
-        let hp_for = move |p: &crate::model::Param| step_params(&opt, p, t, lr, score_lr, 1.0);
+        let hp_for =
+            move |p: &crate::model::Param| step_params(&opt, p, t, lr, score_lr, grad_scale);
         if !hooks.custom_update(be, model, &hp_for)? {
             adamw_all(be, model, &|_| true, &hp_for)?;
         }

@@ -88,17 +88,17 @@ fn step(be: &dyn Backend, p: Precision) -> StepResult {
     // The norm alone (max_norm 0: no clipping), then clipped at half of it,
     // so that the factor matters; as the trainer does, on the device.
     let norm = be
-        .to_f32(&clip_gradients(be, &mut m, 0.0).unwrap())
+        .to_f32(&clip_gradients(be, &mut m, 0.0).unwrap().stats)
         .unwrap()[0] as f64;
     let cfg = AdamWConfig {
         max_grad_norm: (norm * 0.5) as f32,
         ..AdamWConfig::default()
     };
-    let stats = be
-        .to_f32(&clip_gradients(be, &mut m, cfg.max_grad_norm).unwrap())
-        .unwrap();
+    let clip = clip_gradients(be, &mut m, cfg.max_grad_norm).unwrap();
+    let stats = be.to_f32(&clip.stats).unwrap();
     assert!(stats[1] < 0.51 && stats[1] > 0.49, "clip factor {stats:?}");
-    m.visit_params(&mut |prm| adamw_param(be, prm, &step_params(&cfg, prm, 3, 1e-3, 1e-2, 1.0)))
+    let gs = clip.grad_scale;
+    m.visit_params(&mut |prm| adamw_param(be, prm, &step_params(&cfg, prm, 3, 1e-3, 1e-2, gs)))
         .unwrap();
     let mut params = Vec::new();
     m.visit_params(&mut |prm| {
