@@ -283,3 +283,50 @@ fn gpu_pool_reuses_buffers_and_uploaded_ids_need_no_round_trip() {
         .to_string();
     assert!(e.contains("id 12 at position 0"), "{e}");
 }
+
+/// bf16 GEMMs convert an unchanged F32 operand once (a weight, an activation
+/// the backward uses again), and convert it anew once it changes: through a
+/// kernel, a copy into it, or an upload into its recycled buffer.
+#[test]
+fn gpu_bf16_copies_are_reused_until_the_tensor_changes() {
+    use lpaf::backend::{Gemm, Precision};
+    let g = gpu_or_skip!("gpu_bf16_copies_are_reused_until_the_tensor_changes");
+    let c = cpu();
+    let (m, n, k) = (64usize, 48usize, 32usize);
+    let a = rand_vec(300, m * k, 1.0);
+    let b = rand_vec(301, n * k, 1.0);
+    let gemm = Gemm::nt(m, n, k).precision(Precision::Bf16);
+    let launches = |f: &mut dyn FnMut()| {
+        let x = g.engine_counters().unwrap().launches;
+        f();
+        g.engine_counters().unwrap().launches - x
+    };
+    let want = |a: &[f32], b: &[f32]| {
+        let mut o = c.zeros(&[m, n], DType::F32).unwrap();
+        c.gemm(&gemm, &put(&c, a, &[m, k]), &put(&c, b, &[n, k]), &mut o)
+            .unwrap();
+        host(&c, &o)
+    };
+    let ag = put(&*g, &a, &[m, k]);
+    let mut bg = put(&*g, &b, &[n, k]);
+    let mut og = poisoned(&*g, &[m, n]);
+    assert_eq!(launches(&mut || g.gemm(&gemm, &ag, &bg, &mut og).unwrap()), 2, "first: two casts");
+    assert_eq!(launches(&mut || g.gemm(&gemm, &ag, &bg, &mut og).unwrap()), 0, "again: no cast");
+    assert_close("bf16 gemm, reused copies", &host(&*g, &og), &want(&a, &b), 1e-2);
+    // A kernel writes b: converted again, and the product follows.
+    g.scale(&mut bg, 0.5).unwrap();
+    let b2: Vec<f32> = b.iter().map(|x| x * 0.5).collect();
+    assert_eq!(launches(&mut || g.gemm(&gemm, &ag, &bg, &mut og).unwrap()), 1, "after a write");
+    assert_close("bf16 gemm after scale", &host(&*g, &og), &want(&a, &b2), 1e-2);
+    // A copy into b.
+    let b3 = rand_vec(302, n * k, 1.0);
+    g.copy(&put(&*g, &b3, &[n, k]), &mut bg).unwrap();
+    g.gemm(&gemm, &ag, &bg, &mut og).unwrap();
+    assert_close("bf16 gemm after copy", &host(&*g, &og), &want(&a, &b3), 1e-2);
+    // b dropped, and its buffer recycled by an upload of other values.
+    drop(bg);
+    let b4 = rand_vec(303, n * k, 1.0);
+    let bg = put(&*g, &b4, &[n, k]);
+    g.gemm(&gemm, &ag, &bg, &mut og).unwrap();
+    assert_close("bf16 gemm after recycling", &host(&*g, &og), &want(&a, &b4), 1e-2);
+}

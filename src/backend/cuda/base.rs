@@ -340,6 +340,7 @@ impl BackendCore for CudaBackend {
             return Err(Error::shape("copy", "dst is on the CPU"));
         };
         d.i32_range = s.i32_range;
+        d.touch();
         let r = match (&*s.data, &mut *d.data) {
             (CudaData::F32(a), CudaData::F32(b)) => {
                 stream.memcpy_dtod(&a.slice(0..n), &mut b.slice_mut(0..n))
@@ -508,12 +509,15 @@ pub(crate) fn write_f32(be: &CudaBackend, t: &mut Tensor, data: &[f32]) -> Resul
     }
     let stream = be.stream.clone();
     match t.storage_mut() {
-        Storage::Cuda(s) => match &mut *s.data {
-            CudaData::F32(x) => stream
-                .memcpy_htod(data, &mut x.slice_mut(0..data.len()))
-                .map_err(|e| Error::cuda("cuMemcpyHtoD", e)),
-            _ => Err(Error::shape("write_f32", "not an F32 device tensor")),
-        },
+        Storage::Cuda(s) => {
+            s.touch();
+            match &mut *s.data {
+                CudaData::F32(x) => stream
+                    .memcpy_htod(data, &mut x.slice_mut(0..data.len()))
+                    .map_err(|e| Error::cuda("cuMemcpyHtoD", e)),
+                _ => Err(Error::shape("write_f32", "not an F32 device tensor")),
+            }
+        }
         _ => Err(Error::shape("write_f32", "not an F32 device tensor")),
     }
 }

@@ -43,6 +43,21 @@ pub struct CudaStorage {
     /// value it holds, so that id checks need not read the device. Cleared
     /// when a kernel may write the tensor (`ptr_mut`).
     pub(crate) i32_range: Option<(i32, i32)>,
+    /// The buffer's device address.
+    pub(crate) addr: u64,
+    /// Changes whenever the contents may change (`touch`: every `ptr_mut`,
+    /// copy into it, write); unique across all buffers, so that a converted
+    /// copy made at one generation is known stale at any other.
+    pub(crate) generation: u64,
+}
+
+static NEXT_GENERATION: AtomicU64 = AtomicU64::new(1);
+
+impl CudaStorage {
+    /// Marks the contents as (about to be) changed.
+    pub(crate) fn touch(&mut self) {
+        self.generation = NEXT_GENERATION.fetch_add(1, Ordering::Relaxed);
+    }
 }
 
 impl Drop for CudaStorage {
@@ -50,9 +65,13 @@ impl Drop for CudaStorage {
         // SAFETY: `data` is never used again after this.
         let data = unsafe { ManuallyDrop::take(&mut self.data) };
         if let Some(pool) = &self.pool {
-            if let Ok(mut p) = pool.lock() {
+            // The bf16 copy of this buffer goes too, dropped after the lock
+            // is released (dropping it takes the lock again).
+            let copy = pool.lock().ok().and_then(|mut p| {
                 p.give(data);
-            }
+                p.bf16_copies.remove(&self.addr)
+            });
+            drop(copy);
         }
     }
 }
@@ -66,6 +85,11 @@ impl Drop for CudaStorage {
 pub(crate) struct BufferPool {
     free: HashMap<(DType, usize), Vec<CudaData>>,
     cached_bytes: usize,
+    /// bf16 copies of live F32 tensors made for bf16 GEMMs, by the source's
+    /// address: (the source's generation then, the copy). A GEMM operand
+    /// used again unchanged (a weight, an activation saved for the backward)
+    /// is converted once; an entry leaves with its source.
+    pub(crate) bf16_copies: HashMap<u64, (u64, Arc<Tensor>)>,
 }
 
 impl BufferPool {
@@ -327,12 +351,47 @@ impl CudaBackend {
                 },
             },
         };
+        let addr = match &data {
+            CudaData::F32(x) => x.device_ptr(&self.stream).0,
+            CudaData::Bf16(x) => x.device_ptr(&self.stream).0,
+            CudaData::U8(x) => x.device_ptr(&self.stream).0,
+            CudaData::I32(x) => x.device_ptr(&self.stream).0,
+        };
         Ok(CudaStorage {
             data: ManuallyDrop::new(data),
             len: n,
             pool: self.pool.clone(),
             i32_range: None,
+            addr,
+            generation: NEXT_GENERATION.fetch_add(1, Ordering::Relaxed),
         })
+    }
+
+    /// A bf16 copy of the F32 tensor `t` for a bf16 GEMM: the pool's copy
+    /// when it was made from these same contents (same generation), else a
+    /// new conversion, which the pool keeps while `t` lives.
+    pub(crate) fn bf16_copy_of(&self, t: &Tensor) -> Result<Arc<Tensor>> {
+        let s = self.storage("bf16 copy", "tensor", t)?;
+        let (addr, generation) = (s.addr, s.generation);
+        let Some(pool) = &self.pool else {
+            return Ok(Arc::new(self.to_bf16_copy(t)?));
+        };
+        if let Some((g, c)) = pool
+            .lock()
+            .ok()
+            .and_then(|p| p.bf16_copies.get(&addr).cloned())
+        {
+            if g == generation && c.numel() == t.numel() {
+                return Ok(c);
+            }
+        }
+        let c = Arc::new(self.to_bf16_copy(t)?);
+        let old = pool
+            .lock()
+            .ok()
+            .and_then(|mut p| p.bf16_copies.insert(addr, (generation, c.clone())));
+        drop(old);
+        Ok(c)
     }
 
     fn alloc_data(&self, cap: usize, dtype: DType) -> Result<CudaData> {
@@ -420,6 +479,7 @@ impl CudaBackend {
                     ));
                 }
                 s.i32_range = None;
+                s.touch();
                 Ok(match &mut *s.data {
                     CudaData::F32(x) => x.device_ptr_mut(&stream).0,
                     CudaData::Bf16(x) => x.device_ptr_mut(&stream).0,
@@ -435,12 +495,7 @@ impl CudaBackend {
     }
 
     pub(crate) fn raw_ptr(&self, s: &CudaStorage) -> u64 {
-        match &*s.data {
-            CudaData::F32(x) => x.device_ptr(&self.stream).0,
-            CudaData::Bf16(x) => x.device_ptr(&self.stream).0,
-            CudaData::U8(x) => x.device_ptr(&self.stream).0,
-            CudaData::I32(x) => x.device_ptr(&self.stream).0,
-        }
+        s.addr
     }
 
     /// The card's multiprocessor count (for persistent grids).

@@ -54,8 +54,10 @@ impl GemmOps for CudaBackend {
                 },
             ),
             Precision::Bf16 => {
-                a16 = self.to_bf16_copy(a)?;
-                b16 = self.to_bf16_copy(b)?;
+                // Converted once per contents: a weight, or an activation
+                // used by the forward and again by the backward, is cast once.
+                a16 = self.bf16_copy_of(a)?;
+                b16 = self.bf16_copy_of(b)?;
                 (
                     self.ptr("gemm", "a", &a16, DType::Bf16)?,
                     self.ptr("gemm", "b", &b16, DType::Bf16)?,
