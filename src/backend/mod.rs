@@ -316,6 +316,17 @@ pub trait BackendCore: Send + Sync {
     fn engine_counters(&self) -> Option<EngineCounters> {
         None
     }
+    /// Cumulative launches by kernel (`module::kernel`, and `cublas <precision>`
+    /// for library calls), for the counters' breakdown; empty when the
+    /// backend counts nothing.
+    fn launches_by_kernel(&self) -> Vec<(String, u64)> {
+        Vec::new()
+    }
+    /// Frees the memory the backend keeps for reuse (the CUDA buffer pool);
+    /// returns the bytes released.
+    fn release_cached(&self) -> usize {
+        0
+    }
 
     // ---- memory -------------------------------------------------------------
     fn zeros(&self, shape: &[usize], dtype: DType) -> Result<Tensor>;

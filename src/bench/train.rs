@@ -79,6 +79,9 @@ pub struct StepCounters {
     pub d2h_bytes_per_step: f64,
     pub d2d_bytes_per_step: f64,
     pub peak_device_bytes: u64,
+    /// Launches (and library calls) per step by kernel, most first, as the
+    /// engine counts them.
+    pub by_kernel: Vec<(String, f64)>,
 }
 
 impl StepCounters {
@@ -96,6 +99,7 @@ impl StepCounters {
             d2h_bytes_per_step: d.d2h_bytes as f64 / n,
             d2d_bytes_per_step: d.d2d_bytes as f64 / n,
             peak_device_bytes: d.peak_device_bytes,
+            by_kernel: Vec::new(),
         }
     }
 
@@ -118,6 +122,7 @@ impl StepCounters {
             d2h_bytes_per_step: f64::NAN,
             d2d_bytes_per_step: f64::NAN,
             peak_device_bytes: 0,
+            by_kernel: Vec::new(),
         }
     }
 }
@@ -311,6 +316,9 @@ pub fn run(
             progress(&format!("{p:?} GEMM {gemm_n}³: {ceiling:.1} TFLOP/s"));
         }
         for method in &o.methods {
+            // Each method's memory alone: the previous model's buffers leave
+            // the pool, so the peak below is this method's working set.
+            be.release_cached();
             let (mut m, mut hooks) = build(be, &o.config, method)?;
             let mut step = 0u64;
             for _ in 0..o.warmup {
@@ -321,6 +329,7 @@ pub fn run(
             crate::device::emulator::reset_peak();
             let before = crate::device::emulator::counters();
             let before_engine = be.engine_counters();
+            let before_kernels = be.launches_by_kernel();
             let mut times = Vec::new();
             for _ in 0..o.repeats.max(1) {
                 let t = Instant::now();
@@ -341,6 +350,11 @@ pub fn run(
                     _ => None,
                 },
             };
+            let counters = counters.map(|mut c| {
+                c.by_kernel =
+                    per_step_by_kernel(&before_kernels, &be.launches_by_kernel(), times.len());
+                c
+            });
             let mut ftimes = Vec::new();
             let ctx = StepCtx::eval(p);
             for _ in 0..o.repeats.max(1) {
@@ -388,6 +402,53 @@ pub fn run(
         }
     }
     Ok(rows)
+}
+
+/// `after − before` per step, most launched first (ties by name).
+fn per_step_by_kernel(
+    before: &[(String, u64)],
+    after: &[(String, u64)],
+    steps: usize,
+) -> Vec<(String, f64)> {
+    let b: std::collections::HashMap<&str, u64> =
+        before.iter().map(|(k, v)| (k.as_str(), *v)).collect();
+    let mut out: Vec<(String, f64)> = after
+        .iter()
+        .map(|(k, v)| {
+            (
+                k.clone(),
+                (v - b.get(k.as_str()).copied().unwrap_or(0)) as f64 / steps.max(1) as f64,
+            )
+        })
+        .filter(|(_, v)| *v > 0.0)
+        .collect();
+    out.sort_by(|x, y| y.1.total_cmp(&x.1).then_with(|| x.0.cmp(&y.0)));
+    out
+}
+
+/// One line per row: its most launched kernels per step (the counters'
+/// breakdown), `top` of them.
+pub fn kernels_lines(rows: &[TrainBenchRow], top: usize) -> String {
+    let mut s = String::new();
+    for r in rows {
+        let Some(c) = &r.counters else { continue };
+        if c.by_kernel.is_empty() {
+            continue;
+        }
+        let parts: Vec<String> = c
+            .by_kernel
+            .iter()
+            .take(top)
+            .map(|(k, v)| format!("{k} {}", cnt(*v)))
+            .collect();
+        s.push_str(&format!(
+            "{} {}: {}\n",
+            r.method,
+            r.precision,
+            parts.join(", ")
+        ));
+    }
+    s
 }
 
 /// The rows as a markdown table (the counters' table on the emulated device).

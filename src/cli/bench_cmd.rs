@@ -188,6 +188,10 @@ fn bench_train(a: BenchArgs, choice: DeviceChoice) -> Result<()> {
     };
     let rows = train::run(be.as_ref(), &o, &mut |m| eprintln!("{m}"))?;
     crate::out!("{}", train::table(&rows))?;
+    let kernels = train::kernels_lines(&rows, 10);
+    if !kernels.is_empty() {
+        crate::out!("\nlaunches per step by kernel (most first):\n{kernels}")?;
+    }
     if let Some(p) = &a.json {
         let mut s = String::new();
         for r in &rows {

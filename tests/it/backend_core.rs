@@ -242,6 +242,9 @@ fn gpu_pool_reuses_buffers_and_uploaded_ids_need_no_round_trip() {
     assert_eq!(allocs, 1, "another size allocates");
     let (allocs, _) = count(&mut || drop(g.zeros(&[1000], DType::Bf16).unwrap()));
     assert_eq!(allocs, 1, "another type allocates");
+    assert!(g.release_cached() >= 4000, "the pool kept nothing");
+    let (allocs, _) = count(&mut || drop(g.zeros(&[1000], DType::F32).unwrap()));
+    assert_eq!(allocs, 1, "released buffers were reused");
 
     let table: Vec<f32> = (0..40).map(|i| i as f32 * 0.5).collect();
     let tg = put(&*g, &table, &[10, 4]);
@@ -310,23 +313,55 @@ fn gpu_bf16_copies_are_reused_until_the_tensor_changes() {
     let ag = put(&*g, &a, &[m, k]);
     let mut bg = put(&*g, &b, &[n, k]);
     let mut og = poisoned(&*g, &[m, n]);
-    assert_eq!(launches(&mut || g.gemm(&gemm, &ag, &bg, &mut og).unwrap()), 2, "first: two casts");
-    assert_eq!(launches(&mut || g.gemm(&gemm, &ag, &bg, &mut og).unwrap()), 0, "again: no cast");
-    assert_close("bf16 gemm, reused copies", &host(&*g, &og), &want(&a, &b), 1e-2);
+    assert_eq!(
+        launches(&mut || g.gemm(&gemm, &ag, &bg, &mut og).unwrap()),
+        2,
+        "first: two casts"
+    );
+    assert_eq!(
+        launches(&mut || g.gemm(&gemm, &ag, &bg, &mut og).unwrap()),
+        0,
+        "again: no cast"
+    );
+    assert_close(
+        "bf16 gemm, reused copies",
+        &host(&*g, &og),
+        &want(&a, &b),
+        1e-2,
+    );
     // A kernel writes b: converted again, and the product follows.
     g.scale(&mut bg, 0.5).unwrap();
     let b2: Vec<f32> = b.iter().map(|x| x * 0.5).collect();
-    assert_eq!(launches(&mut || g.gemm(&gemm, &ag, &bg, &mut og).unwrap()), 1, "after a write");
-    assert_close("bf16 gemm after scale", &host(&*g, &og), &want(&a, &b2), 1e-2);
+    assert_eq!(
+        launches(&mut || g.gemm(&gemm, &ag, &bg, &mut og).unwrap()),
+        1,
+        "after a write"
+    );
+    assert_close(
+        "bf16 gemm after scale",
+        &host(&*g, &og),
+        &want(&a, &b2),
+        1e-2,
+    );
     // A copy into b.
     let b3 = rand_vec(302, n * k, 1.0);
     g.copy(&put(&*g, &b3, &[n, k]), &mut bg).unwrap();
     g.gemm(&gemm, &ag, &bg, &mut og).unwrap();
-    assert_close("bf16 gemm after copy", &host(&*g, &og), &want(&a, &b3), 1e-2);
+    assert_close(
+        "bf16 gemm after copy",
+        &host(&*g, &og),
+        &want(&a, &b3),
+        1e-2,
+    );
     // b dropped, and its buffer recycled by an upload of other values.
     drop(bg);
     let b4 = rand_vec(303, n * k, 1.0);
     let bg = put(&*g, &b4, &[n, k]);
     g.gemm(&gemm, &ag, &bg, &mut og).unwrap();
-    assert_close("bf16 gemm after recycling", &host(&*g, &og), &want(&a, &b4), 1e-2);
+    assert_close(
+        "bf16 gemm after recycling",
+        &host(&*g, &og),
+        &want(&a, &b4),
+        1e-2,
+    );
 }

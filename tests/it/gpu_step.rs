@@ -220,3 +220,58 @@ fn gpu_training_step_is_deterministic() {
         }
     }
 }
+
+/// The step as `lpaf bench train` runs it (the trainer's: device loss,
+/// clipping on the device, one AdamW launch, one zeroing), on the CUDA device
+/// after two warm-up steps, at every precision: no host synchronisation, no
+/// allocation, and the whole-model operations launched once per step.
+#[test]
+fn gpu_dense_step_never_waits_and_never_allocates() {
+    use lpaf::bench::train::{run, TrainBenchOptions};
+    let Some(g) = lpaf::backend::gpu_for_test("gpu_dense_step_never_waits_and_never_allocates")
+    else {
+        return;
+    };
+    let o = TrainBenchOptions {
+        config: config(),
+        size_name: "tiny".into(),
+        batch: 4,
+        seq: 32,
+        precisions: vec![Precision::F32, Precision::Tf32, Precision::Bf16],
+        methods: vec!["dense".into()],
+        warmup: 2,
+        repeats: 2,
+    };
+    let rows = run(&*g, &o, &mut |_| {}).unwrap();
+    assert_eq!(rows.len(), 3);
+    for r in &rows {
+        let c = r.counters.as_ref().expect("the CUDA backend counts");
+        let what = format!("dense {}", r.precision);
+        assert_eq!(c.syncs_per_step, 0.0, "{what}: host syncs per step");
+        assert_eq!(c.allocs_per_step, 0.0, "{what}: allocations per step");
+        let per = |k: &str| {
+            c.by_kernel
+                .iter()
+                .find(|(n, _)| n == k)
+                .map(|(_, v)| *v)
+                .unwrap_or(0.0)
+        };
+        for k in [
+            "adamw_many_f32",
+            "grad_sumsq_many_f64",
+            "grad_norm_finalize",
+            "grads_zero_many",
+            "cross_entropy_f32",
+        ] {
+            assert_eq!(per(k), 1.0, "{what}: {k} per step");
+        }
+        assert_eq!(per("adamw_f32"), 0.0, "{what}: per-parameter AdamW");
+        let total: f64 = c
+            .by_kernel
+            .iter()
+            .filter(|(n, _)| !n.starts_with("cublas"))
+            .map(|(_, v)| v)
+            .sum();
+        assert_eq!(total, c.launches_per_step, "{what}: the breakdown adds up");
+    }
+}

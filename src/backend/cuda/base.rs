@@ -263,6 +263,15 @@ impl BackendCore for CudaBackend {
         Some(self.counts.snapshot())
     }
 
+    fn release_cached(&self) -> usize {
+        self.release_pool()
+    }
+
+    fn launches_by_kernel(&self) -> Vec<(String, u64)> {
+        let m = self.by_kernel.lock().map(|m| m.clone()).unwrap_or_default();
+        m.into_iter().map(|(k, v)| (k.to_string(), v)).collect()
+    }
+
     fn empty(&self, shape: &[usize], dtype: DType) -> Result<Tensor> {
         // Outputs that are fully overwritten skip the memset.
         self.new_tensor(shape, dtype)

@@ -179,6 +179,8 @@ pub struct CudaBackend {
     pub(crate) counts: Counts,
     /// None when `LPAF_CUDA_POOL=0` (every tensor allocates and frees).
     pool: Option<Arc<Mutex<BufferPool>>>,
+    /// Launches by kernel name, cumulative (`launches_by_kernel`).
+    pub(crate) by_kernel: Mutex<HashMap<&'static str, u64>>,
     /// Uploaded gradient tables of ops/grads, keyed by their bytes.
     pub(crate) grad_tables: Mutex<Vec<(Vec<u8>, Arc<Tensor>)>>,
 }
@@ -271,6 +273,7 @@ impl CudaBackend {
             pool: (std::env::var("LPAF_CUDA_POOL").as_deref() != Ok("0"))
                 .then(|| Arc::new(Mutex::new(BufferPool::default()))),
             grad_tables: Mutex::new(Vec::new()),
+            by_kernel: Mutex::new(HashMap::new()),
         })
     }
 
@@ -297,6 +300,13 @@ impl CudaBackend {
         Ok(f)
     }
 
+    /// Counts one launch of `name` for `launches_by_kernel`.
+    pub(crate) fn count_kernel(&self, name: &'static str) {
+        if let Ok(mut m) = self.by_kernel.lock() {
+            *m.entry(name).or_default() += 1;
+        }
+    }
+
     /// Queues kernel `module::name` with the given arguments.
     pub(crate) fn launch(
         &self,
@@ -314,6 +324,7 @@ impl CudaBackend {
         }
         let f = self.function(module, name)?;
         Counts::bump(&self.counts.launches);
+        self.count_kernel(name);
         let mut b = self.stream.launch_builder(&f);
         for a in args {
             match a {
@@ -426,7 +437,7 @@ impl CudaBackend {
     }
 
     /// Frees the device buffers the pool keeps for reuse (bytes released).
-    pub fn release_cached(&self) -> usize {
+    pub(crate) fn release_pool(&self) -> usize {
         self.pool
             .as_ref()
             .and_then(|p| p.lock().ok().map(|mut p| p.clear()))

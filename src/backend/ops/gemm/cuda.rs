@@ -80,6 +80,11 @@ impl GemmOps for CudaBackend {
             (g.lda, g.ldb)
         };
         Counts::bump(&self.counts.library_calls);
+        self.count_kernel(match g.precision {
+            Precision::F32 => "cublas gemm f32",
+            Precision::Tf32 => "cublas gemm tf32",
+            Precision::Bf16 => "cublas gemm bf16",
+        });
         // cuBLAS runs in the calling thread's current context.
         self.ctx
             .bind_to_thread()
