@@ -162,7 +162,8 @@ pub fn gemm_ceiling(be: &dyn Backend, p: Precision, n: usize, repeats: usize) ->
     Ok(g.flops() / median(times) / 1e12)
 }
 
-fn synthetic_batch(cfg: &BertConfig, b: usize, s: usize) -> Batch {
+/// The benchmark's batch: `b` rows of `s` token ids, labels 0/1.
+pub fn synthetic_batch(cfg: &BertConfig, b: usize, s: usize) -> Batch {
     let n = b * s;
     let ids: Vec<i32> = (0..n)
         .map(|i| {
@@ -185,7 +186,12 @@ fn synthetic_batch(cfg: &BertConfig, b: usize, s: usize) -> Batch {
 }
 
 /// Builds the model of a method (random weights) and its hooks.
-fn build(be: &dyn Backend, cfg: &BertConfig, method: &str) -> Result<(Bert, Box<dyn TrainHooks>)> {
+/// A random model of `cfg` prepared for `method`, with its hooks.
+pub fn build(
+    be: &dyn Backend,
+    cfg: &BertConfig,
+    method: &str,
+) -> Result<(Bert, Box<dyn TrainHooks>)> {
     let mut m = Bert::random(
         be,
         cfg.clone(),
@@ -259,7 +265,8 @@ fn build(be: &dyn Backend, cfg: &BertConfig, method: &str) -> Result<(Bert, Box<
     Ok((m, hooks))
 }
 
-fn one_step(
+/// One training step as the trainer runs it (see the module's docs).
+pub fn one_step(
     be: &dyn Backend,
     m: &mut Bert,
     hooks: &mut dyn TrainHooks,
