@@ -77,11 +77,10 @@ struct AdamWEntry {
 };
 
 KERNEL void adamw_many_f32(const AdamWEntry* __restrict__ entries, u32 count) {
-    const u32 t = entry_of_block(entries, count, blockIdx.x);
-    const AdamWEntry e = entries[t];
-    const u32 local = blockIdx.x - e.first_block;
-    const u64 start = (u64)local * blockDim.x + threadIdx.x;
-    const u64 stride = (u64)e.blocks * blockDim.x;
+    const EntrySpan sp = entry_span(entries, count);
+    const AdamWEntry e = entries[sp.entry];
+    const u64 start = sp.start;
+    const u64 stride = sp.stride;
     const u64 n4 = e.n >> 2;
     float4* p4 = reinterpret_cast<float4*>(e.p);
     const float4* g4 = reinterpret_cast<const float4*>(e.g);

@@ -47,6 +47,21 @@ __device__ __forceinline__ u32 entry_of_block(const Entry* e, u32 count, u32 b) 
     return lo;
 }
 
+// This thread's part of its block's entry: the entry, and the first index and
+// stride of a grid-stride loop over the entry's own blocks.
+struct EntrySpan {
+    u32 entry;
+    u64 start;
+    u64 stride;
+};
+
+template <typename Entry>
+__device__ __forceinline__ EntrySpan entry_span(const Entry* e, u32 count) {
+    const u32 t = entry_of_block(e, count, blockIdx.x);
+    const u64 local = blockIdx.x - e[t].first_block;
+    return {t, local * blockDim.x + threadIdx.x, (u64)e[t].blocks * blockDim.x};
+}
+
 // ---- Philox4x32-10 ----------------------------------------------------------
 // Salmon et al., SC 2011. The round and key schedule mirror philox.rs line by
 // line: ctr = [hi1 ^ c1 ^ k0, lo1, hi0 ^ c3 ^ k1, lo0], key bumped after every
@@ -120,6 +135,37 @@ __device__ __forceinline__ double warp_sum_f64(double v) {
 #pragma unroll
     for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
     return v;
+}
+
+// Σ x² in f64 (each square exact) over x[start], x[start + stride], … of a
+// grid-stride loop (float4 loads, then the scalar tail), added over the
+// block: warps first, then the warps in order. Every thread of the block
+// must call it; the total is valid in thread 0. Block: a multiple of 32
+// threads up to 1024.
+__device__ __forceinline__ double block_sum_squares_f64(const float* x, u64 n, u64 start, u64 stride) {
+    __shared__ double sh[32];
+    const u64 n4 = n >> 2;
+    const float4* x4 = reinterpret_cast<const float4*>(x);
+    double acc = 0.0;
+    for (u64 i = start; i < n4; i += stride) {
+        const float4 v = x4[i];
+        acc += (double)v.x * (double)v.x;
+        acc += (double)v.y * (double)v.y;
+        acc += (double)v.z * (double)v.z;
+        acc += (double)v.w * (double)v.w;
+    }
+    for (u64 i = (n4 << 2) + start; i < n; i += stride) acc += (double)x[i] * (double)x[i];
+    acc = warp_sum_f64(acc);
+    const u32 warp = threadIdx.x >> 5;
+    const u32 lane = threadIdx.x & 31;
+    if (lane == 0) sh[warp] = acc;
+    __syncthreads();
+    double s = 0.0;
+    if (threadIdx.x == 0) {
+        const u32 warps = blockDim.x >> 5;
+        for (u32 w = 0; w < warps; ++w) s += sh[w];
+    }
+    return s;
 }
 
 // max that propagates NaN (fmaxf returns the other operand when one is NaN,

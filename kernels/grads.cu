@@ -25,34 +25,10 @@ struct GradEntry {
 // (the partition and order of sum_squares_f64). Block: 256 threads.
 KERNEL void grad_sumsq_many_f64(const GradEntry* __restrict__ entries, u32 count,
                                 double* __restrict__ partials) {
-    __shared__ double sh[32];
-    const u32 t = entry_of_block(entries, count, blockIdx.x);
-    const GradEntry e = entries[t];
-    const u32 local = blockIdx.x - e.first_block;
-    const u64 start = (u64)local * blockDim.x + threadIdx.x;
-    const u64 stride = (u64)e.blocks * blockDim.x;
-    const u64 n4 = e.n >> 2;
-    const float4* x4 = reinterpret_cast<const float4*>(e.x);
-    double acc = 0.0;
-    for (u64 i = start; i < n4; i += stride) {
-        const float4 v = x4[i];
-        acc += (double)v.x * (double)v.x;
-        acc += (double)v.y * (double)v.y;
-        acc += (double)v.z * (double)v.z;
-        acc += (double)v.w * (double)v.w;
-    }
-    for (u64 i = (n4 << 2) + start; i < e.n; i += stride) acc += (double)e.x[i] * (double)e.x[i];
-    acc = warp_sum_f64(acc);
-    const u32 warp = threadIdx.x >> 5;
-    const u32 lane = threadIdx.x & 31;
-    if (lane == 0) sh[warp] = acc;
-    __syncthreads();
-    if (threadIdx.x == 0) {
-        double s = 0.0;
-        const u32 warps = blockDim.x >> 5;
-        for (u32 w = 0; w < warps; ++w) s += sh[w];
-        partials[blockIdx.x] = s;
-    }
+    const EntrySpan sp = entry_span(entries, count);
+    const GradEntry e = entries[sp.entry];
+    const double s = block_sum_squares_f64(e.x, e.n, sp.start, sp.stride);
+    if (threadIdx.x == 0) partials[blockIdx.x] = s;
 }
 
 // One block of 256 threads. tensor_sums[t] = Σ_k partials[first_block + k] in
@@ -87,20 +63,14 @@ KERNEL void grad_scale_many(const GradEntry* __restrict__ entries, u32 count,
                             const float* __restrict__ stats) {
     const float f = stats[1];
     if (f == 1.0f) return;
-    const u32 t = entry_of_block(entries, count, blockIdx.x);
-    const GradEntry e = entries[t];
-    const u32 local = blockIdx.x - e.first_block;
-    const u64 start = (u64)local * blockDim.x + threadIdx.x;
-    const u64 stride = (u64)e.blocks * blockDim.x;
-    for (u64 i = start; i < e.n; i += stride) e.x[i] *= f;
+    const EntrySpan sp = entry_span(entries, count);
+    const GradEntry e = entries[sp.entry];
+    for (u64 i = sp.start; i < e.n; i += sp.stride) e.x[i] *= f;
 }
 
 // x = 0 for every entry (the same block table).
 KERNEL void grads_zero_many(const GradEntry* __restrict__ entries, u32 count) {
-    const u32 t = entry_of_block(entries, count, blockIdx.x);
-    const GradEntry e = entries[t];
-    const u32 local = blockIdx.x - e.first_block;
-    const u64 start = (u64)local * blockDim.x + threadIdx.x;
-    const u64 stride = (u64)e.blocks * blockDim.x;
-    for (u64 i = start; i < e.n; i += stride) e.x[i] = 0.0f;
+    const EntrySpan sp = entry_span(entries, count);
+    const GradEntry e = entries[sp.entry];
+    for (u64 i = sp.start; i < e.n; i += sp.stride) e.x[i] = 0.0f;
 }

@@ -86,29 +86,6 @@ KERNEL void col_sum_finalize_f32(const float* __restrict__ partials, float* __re
 // threads (any multiple of 32 up to 1024). The grid must depend only on n for
 // the result to be reproducible; the host adds the partials in order.
 KERNEL void sum_squares_f64(const float* __restrict__ x, u64 n, double* __restrict__ partials) {
-    __shared__ double sh[32];
-    const u64 n4 = n >> 2;
-    const u64 start = global_thread();
-    const u64 stride = global_stride();
-    const float4* x4 = reinterpret_cast<const float4*>(x);
-    double acc = 0.0;
-    for (u64 i = start; i < n4; i += stride) {
-        const float4 v = x4[i];
-        acc += (double)v.x * (double)v.x;
-        acc += (double)v.y * (double)v.y;
-        acc += (double)v.z * (double)v.z;
-        acc += (double)v.w * (double)v.w;
-    }
-    for (u64 i = (n4 << 2) + start; i < n; i += stride) acc += (double)x[i] * (double)x[i];
-    acc = warp_sum_f64(acc);
-    const u32 warp = threadIdx.x >> 5;
-    const u32 lane = threadIdx.x & 31;
-    if (lane == 0) sh[warp] = acc;
-    __syncthreads();
-    if (threadIdx.x == 0) {
-        double s = 0.0;
-        const u32 warps = blockDim.x >> 5;
-        for (u32 w = 0; w < warps; ++w) s += sh[w];
-        partials[blockIdx.x] = s;
-    }
+    const double s = block_sum_squares_f64(x, n, global_thread(), global_stride());
+    if (threadIdx.x == 0) partials[blockIdx.x] = s;
 }

@@ -74,6 +74,28 @@ impl CudaBackend {
     }
 }
 
+impl CudaBackend {
+    /// `kernel(table, count, extra…)` of kernels/grads.cu over the table's
+    /// blocks (`blocks`: the table's, or 1 for a one-block kernel).
+    fn launch_grads(
+        &self,
+        t: &GradTable,
+        kernel: &'static str,
+        blocks: u32,
+        extra: &[KArg],
+    ) -> Result<()> {
+        let pt = self.raw_ptr(self.storage(kernel, "table", &t.table)?);
+        let mut args = vec![KArg::Ptr(pt), KArg::U32(t.count)];
+        args.extend_from_slice(extra);
+        let cfg = LaunchConfig {
+            grid_dim: (blocks, 1, 1),
+            block_dim: (BLOCK, 1, 1),
+            shared_mem_bytes: 0,
+        };
+        self.launch("grads", kernel, cfg, &args)
+    }
+}
+
 impl GradsOps for CudaBackend {
     fn grad_norm_clip(
         &self,
@@ -85,34 +107,16 @@ impl GradsOps for CudaBackend {
         check_stats(op, stats)?;
         let t = self.grad_table(op, grads)?;
         let ps = self.ptr_mut(op, "stats", stats, DType::F32)?;
-        let pt = self.raw_ptr(self.storage(op, "table", &t.table)?);
         // f64 scratch as pairs of f32 words.
         let partials = self.scratch(2 * t.blocks.max(1) as usize, DType::F32)?;
         let sums = self.scratch(2 * t.count.max(1) as usize, DType::F32)?;
         let (pp, pq) = (self.raw_ptr(&partials), self.raw_ptr(&sums));
-        let cfg = LaunchConfig {
-            grid_dim: (t.blocks, 1, 1),
-            block_dim: (BLOCK, 1, 1),
-            shared_mem_bytes: 0,
-        };
-        self.launch(
-            "grads",
-            "grad_sumsq_many_f64",
-            cfg,
-            &[KArg::Ptr(pt), KArg::U32(t.count), KArg::Ptr(pp)],
-        )?;
-        let one = LaunchConfig {
-            grid_dim: (1, 1, 1),
-            block_dim: (BLOCK, 1, 1),
-            shared_mem_bytes: 0,
-        };
-        self.launch(
-            "grads",
+        self.launch_grads(&t, "grad_sumsq_many_f64", t.blocks, &[KArg::Ptr(pp)])?;
+        self.launch_grads(
+            &t,
             "grad_norm_finalize",
-            one,
+            1,
             &[
-                KArg::Ptr(pt),
-                KArg::U32(t.count),
                 KArg::Ptr(pp),
                 KArg::Ptr(pq),
                 KArg::F32(max_norm),
@@ -126,34 +130,11 @@ impl GradsOps for CudaBackend {
         check_stats(op, stats)?;
         let ps = self.ptr(op, "stats", stats, DType::F32)?;
         let t = self.grad_table(op, grads)?;
-        let pt = self.raw_ptr(self.storage(op, "table", &t.table)?);
-        let cfg = LaunchConfig {
-            grid_dim: (t.blocks, 1, 1),
-            block_dim: (BLOCK, 1, 1),
-            shared_mem_bytes: 0,
-        };
-        self.launch(
-            "grads",
-            "grad_scale_many",
-            cfg,
-            &[KArg::Ptr(pt), KArg::U32(t.count), KArg::Ptr(ps)],
-        )
+        self.launch_grads(&t, "grad_scale_many", t.blocks, &[KArg::Ptr(ps)])
     }
 
     fn zero_all(&self, grads: &mut TensorWalk<'_>) -> Result<()> {
-        let op = "zero_all";
-        let t = self.grad_table(op, grads)?;
-        let pt = self.raw_ptr(self.storage(op, "table", &t.table)?);
-        let cfg = LaunchConfig {
-            grid_dim: (t.blocks, 1, 1),
-            block_dim: (BLOCK, 1, 1),
-            shared_mem_bytes: 0,
-        };
-        self.launch(
-            "grads",
-            "grads_zero_many",
-            cfg,
-            &[KArg::Ptr(pt), KArg::U32(t.count)],
-        )
+        let t = self.grad_table("zero_all", grads)?;
+        self.launch_grads(&t, "grads_zero_many", t.blocks, &[])
     }
 }
