@@ -527,9 +527,10 @@ fn unterminated_quotes_and_extra_fields_name_the_line() {
     assert!(e.contains("polarity.csv:3:"), "{e}");
 }
 
-/// The two panics the fuzzer found in the tokenizers crate, now errors
-/// naming the file: a syntax error inside `decoder`, and a template that
-/// uses a special token `special_tokens` does not define.
+/// The panics the fuzzer found in the tokenizers crate, now errors naming the
+/// file: a syntax error inside `decoder`, a template that uses a special
+/// token `special_tokens` does not define, and the same under a processor
+/// "type" that is not a string.
 #[test]
 fn malformed_tokenizer_json_is_an_error_not_a_panic() {
     let d = tempfile::tempdir().unwrap();
@@ -539,12 +540,15 @@ fn malformed_tokenizer_json_is_an_error_not_a_panic() {
     // The unmodified file loads (the check is not over-eager).
     std::fs::write(d.path().join("tokenizer.json"), &src).unwrap();
     lpaf::data::Tokenizer::from_dir(d.path()).unwrap();
+    let rejected = |text: &str| -> String {
+        std::fs::write(d.path().join("tokenizer.json"), text).unwrap();
+        lpaf::data::Tokenizer::from_dir(d.path())
+            .err()
+            .expect("accepted")
+            .to_string()
+    };
     let cut = src.find("\"decoder\"").expect("fixture has a decoder") + 20;
-    std::fs::write(d.path().join("tokenizer.json"), &src[..cut]).unwrap();
-    let e = lpaf::data::Tokenizer::from_dir(d.path())
-        .err()
-        .expect("accepted")
-        .to_string();
+    let e = rejected(&src[..cut]);
     assert!(
         e.contains("tokenizer.json") && e.contains("malformed"),
         "{e}"
@@ -553,19 +557,11 @@ fn malformed_tokenizer_json_is_an_error_not_a_panic() {
         .as_object_mut()
         .unwrap()
         .remove("[CLS]");
-    std::fs::write(d.path().join("tokenizer.json"), v.to_string()).unwrap();
-    let e = lpaf::data::Tokenizer::from_dir(d.path())
-        .err()
-        .expect("accepted")
-        .to_string();
+    let e = rejected(&v.to_string());
     assert!(e.contains("tokenizer.json") && e.contains("`[CLS]`"), "{e}");
-    // The same template under a "type" that is not a string: the crate
-    // still loads it, so the check goes by the template's shape.
+    // The crate still loads the template under this "type", so the check
+    // goes by the template's shape.
     v["post_processor"]["type"] = serde_json::json!({});
-    std::fs::write(d.path().join("tokenizer.json"), v.to_string()).unwrap();
-    let e = lpaf::data::Tokenizer::from_dir(d.path())
-        .err()
-        .expect("accepted")
-        .to_string();
+    let e = rejected(&v.to_string());
     assert!(e.contains("tokenizer.json") && e.contains("`[CLS]`"), "{e}");
 }
