@@ -73,6 +73,7 @@ impl<H: TrainHooks> TrainHooks for DistillHooks<H> {
         self.inner.on_step_begin(be, model, step)
     }
 
+    /// The teacher's logits are compared with the student's on the host.
     fn uses_logits(&self) -> bool {
         true
     }

@@ -258,6 +258,9 @@ impl LoSparseHooks {
 }
 
 impl TrainHooks for LoSparseHooks {
+    fn uses_logits(&self) -> bool {
+        false
+    }
     fn custom_update(
         &mut self,
         be: &dyn Backend,

@@ -188,6 +188,9 @@ pub struct MixedRankHooks {
 }
 
 impl TrainHooks for MixedRankHooks {
+    fn uses_logits(&self) -> bool {
+        false
+    }
     fn on_step_begin(&mut self, _be: &dyn Backend, model: &mut Bert, step: u64) -> Result<()> {
         self.p = self.schedule.p(step);
         for l in mixed_layers(model) {

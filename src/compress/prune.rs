@@ -340,6 +340,9 @@ impl PruneHooks {
 }
 
 impl TrainHooks for PruneHooks {
+    fn uses_logits(&self) -> bool {
+        false
+    }
     fn on_step_begin(&mut self, be: &dyn Backend, model: &mut Bert, step: u64) -> Result<()> {
         let sched = &self.settings.schedule;
         let kept = sched.kept(step);

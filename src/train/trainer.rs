@@ -93,9 +93,10 @@ pub trait TrainHooks {
         Ok(None)
     }
     /// True when `extra_loss` needs the logits on the host (distillation):
-    /// the step's loss is then computed on the host too.
+    /// the step's loss is then computed on the host too. True unless a hook
+    /// says otherwise, so that a hook with an extra loss is never skipped.
     fn uses_logits(&self) -> bool {
-        false
+        true
     }
     /// Replaces the optimizer update of a parameter when it returns true
     /// (LoSparse fuses AdamW with its importance update).
@@ -129,7 +130,11 @@ pub trait TrainHooks {
 
 /// Plain fine-tuning: no hooks.
 pub struct NoHooks;
-impl TrainHooks for NoHooks {}
+impl TrainHooks for NoHooks {
+    fn uses_logits(&self) -> bool {
+        false
+    }
+}
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct TrainConfig {
