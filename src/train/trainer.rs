@@ -479,6 +479,11 @@ pub fn train(
         let clip = clip_gradients(be, model, cfg.optimizer.max_grad_norm)?;
         let grad_scale = clip.grad_scale;
         pending.push((step, step_loss, device_loss, clip.stats));
+        // Reading is free on the CPU: check this step now, before its update,
+        // as on every device when nothing waits.
+        if be.kind() == crate::backend::DeviceKind::Cpu {
+            drain_checks!();
+        }
         let lr = sched.lr(step);
         let score_lr = cfg.optimizer.score_lr
             * if cfg.optimizer.lr > 0.0 {
@@ -490,11 +495,22 @@ pub fn train(
         let t = step + 1;
         let hp_for =
             move |p: &crate::model::Param| step_params(&opt, p, t, lr, score_lr, grad_scale);
-        if !hooks.custom_update(be, model, &hp_for)? {
-            adamw_all(be, model, &|_| true, &hp_for)?;
+        let updated = (|| -> Result<()> {
+            if !hooks.custom_update(be, model, &hp_for)? {
+                adamw_all(be, model, &|_| true, &hp_for)?;
+            }
+            hooks.on_step_end(be, model, step)?;
+            model.zero_grads(be)
+        })();
+        if let Err(e) = updated {
+            // A method's update may fail on what a diverged step left (NaN
+            // scores, say): the divergence is then the error to report.
+            #[allow(unused_assignments)]
+            {
+                drain_checks!();
+            }
+            return Err(e);
         }
-        hooks.on_step_end(be, model, step)?;
-        model.zero_grads(be)?;
         state.step += 1;
         log.add_samples(step_samples as u64);
         let (epoch, position) = data.cursor();
@@ -511,14 +527,9 @@ pub fn train(
             || stop_now;
         // The divergence check of every step since the last one, in step
         // order, before anything is logged, evaluated or saved: one read of
-        // the device per step checked, none in the steps between. Reading is
-        // free on the CPU, so there every step is checked at once.
-        if log_now
-            || eval_now
-            || save_now
-            || pending.len() >= MAX_PENDING_CHECKS
-            || be.kind() == crate::backend::DeviceKind::Cpu
-        {
+        // the device per step checked, none in the steps between (on the
+        // CPU nothing is pending here: each step was checked before its update).
+        if log_now || eval_now || save_now || pending.len() >= MAX_PENDING_CHECKS {
             drain_checks!();
         }
         if log_now {
