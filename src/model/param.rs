@@ -68,10 +68,6 @@ impl Param {
         self.value.numel()
     }
 
-    pub fn zero_grad(&mut self, be: &dyn Backend) -> Result<()> {
-        be.fill(&mut self.grad, 0.0)
-    }
-
     /// The AdamW moments, allocated (zero) on first use.
     pub fn adam_state(&mut self, be: &dyn Backend) -> Result<(&mut Tensor, &mut Tensor)> {
         if self.adam.is_none() {

@@ -65,6 +65,14 @@ cuda_elem!(bf16, Bf16);
 cuda_elem!(u8, U8);
 cuda_elem!(i32, I32);
 
+/// Blocks of `sum_squares_f64` (kernels/reduce.cu) over `n` elements: a
+/// function of `n` only, so the partials are the same on every run; the
+/// many-tensor norm of ops/grads splits each tensor the same way, which
+/// makes its result the per-tensor sums'.
+pub(crate) fn sum_squares_blocks(n: usize) -> usize {
+    n.div_ceil(4096).clamp(1, 1024)
+}
+
 pub(crate) fn too_large(op: &str, what: &str, v: usize, max: usize) -> Error {
     Error::shape(op, format!("{what} = {v} exceeds the kernel limit {max}"))
 }

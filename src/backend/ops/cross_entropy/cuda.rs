@@ -21,9 +21,7 @@ impl CrossEntropyOps for CudaBackend {
         let (rows, classes) = check_args(logits, labels, dlogits, loss)?;
         // Labels uploaded from the host carry their range: in range, nothing
         // is read back; otherwise they are read to find the first bad one.
-        let in_range = matches!(self.storage(op, "labels", labels)?.i32_range,
-            Some((lo, hi)) if lo >= 0 && (hi as usize) < classes);
-        if !in_range {
+        if !self.storage(op, "labels", labels)?.i32_known_below(classes) {
             check_labels(&self.to_i32(labels)?, classes)?;
         }
         let px = self.ptr(op, "logits", logits, DType::F32)?;

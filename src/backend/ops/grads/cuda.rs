@@ -9,12 +9,6 @@ use crate::backend::cuda::*;
 use crate::backend::*;
 use crate::error::{Error, Result};
 
-/// Blocks of one tensor: those of `sum_squares_f64` (kernels/reduce.cu), so
-/// that the partial sums are the per-tensor ones.
-fn blocks_of(n: usize) -> usize {
-    n.div_ceil(4096).clamp(1, 1024)
-}
-
 /// `GradEntry` of kernels/grads.cu: {float* x; u64 n; u32 first_block; u32 blocks}.
 const ENTRY_BYTES: usize = 24;
 
@@ -37,7 +31,7 @@ impl CudaBackend {
             if n == 0 {
                 return Ok(());
             }
-            let b = blocks_of(n);
+            let b = sum_squares_blocks(n);
             bytes.extend_from_slice(&p.to_le_bytes());
             bytes.extend_from_slice(&(n as u64).to_le_bytes());
             bytes.extend_from_slice(&(blocks as u32).to_le_bytes());

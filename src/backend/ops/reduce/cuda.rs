@@ -69,7 +69,7 @@ impl ReduceOps for CudaBackend {
             return Ok(0.0);
         }
         // The grid depends on n only: the same partition on every run and device.
-        let blocks = n.div_ceil(4096).clamp(1, 1024);
+        let blocks = sum_squares_blocks(n);
         // SAFETY: every block writes its partial before it is read back.
         let mut partials = unsafe { self.stream.alloc::<f64>(blocks) }
             .map_err(|e| Error::cuda("cuMemAlloc", e))?;
